@@ -1,0 +1,33 @@
+"""Continual learning for Vision Transformers, built on the Hugging Face stack."""
+
+from hf_vitcl.data import BENCHMARKS, Augmentation, Task, TaskStream
+from hf_vitcl.errors import ConfigError, HubAccessError
+from hf_vitcl.evaluation.results import ContinualResult
+from hf_vitcl.methods import (
+    METHODS,
+    ContinualTrainer,
+    ContinualTrainingArguments,
+    FinetuneTrainer,
+    JointTrainer,
+    MethodConfig,
+)
+from hf_vitcl.models import grow_classifier, load_model
+
+__version__ = "0.1.0"
+__all__ = [
+    "BENCHMARKS",
+    "METHODS",
+    "Augmentation",
+    "ConfigError",
+    "ContinualResult",
+    "ContinualTrainer",
+    "ContinualTrainingArguments",
+    "FinetuneTrainer",
+    "HubAccessError",
+    "JointTrainer",
+    "MethodConfig",
+    "Task",
+    "TaskStream",
+    "grow_classifier",
+    "load_model",
+]

@@ -1,0 +1,81 @@
+"""PNG plots of continual-learning accuracy matrices (Agg canvas, no global pyplot state)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from numpy.typing import ArrayLike
+
+from hf_vitcl.evaluation.metrics import accuracy_per_task, check_accuracy_matrix
+
+__all__ = ["plot_accuracy"]
+
+
+def plot_accuracy(
+    path: str | os.PathLike,
+    task_aware: ArrayLike | None,
+    task_agnostic: ArrayLike | None,
+    title: str | None = None,
+) -> Path:
+    """Write a PNG with one heat map of ``R[t, j]`` per given matrix and a panel of the curves ``A_t``.
+
+    Heat-map rows are "after training task" ``t``, columns "evaluated on task" ``j`` (both numbered
+    from 1), colours span 0..100 and NaN cells stay blank. Returns ``path`` as a ``Path``.
+    """
+    matrices = {
+        name: check_accuracy_matrix(m)
+        for name, m in (("task-aware", task_aware), ("task-agnostic", task_agnostic))
+        if m is not None
+    }
+    if not matrices:
+        raise ValueError("plot_accuracy needs at least one of task_aware and task_agnostic")
+
+    fig = Figure(figsize=(5.0 * (len(matrices) + 1), 4.5), layout="constrained")
+    fig.get_layout_engine().set(wspace=0.1)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(matrices) + 1, squeeze=False)[0]
+    for ax, (name, r) in zip(axes[:-1], matrices.items(), strict=True):
+        num_tasks = r.shape[0]
+        image = ax.imshow(np.ma.masked_invalid(r), vmin=0.0, vmax=100.0, cmap="viridis")
+        for t, j in zip(*np.nonzero(np.isfinite(r)), strict=True):
+            ax.text(
+                j,
+                t,
+                f"{r[t, j]:.1f}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="black" if r[t, j] > 60 else "white",
+            )
+        ticks = np.arange(num_tasks)
+        ax.set_xticks(ticks, labels=[str(k + 1) for k in ticks])
+        ax.set_yticks(ticks, labels=[str(k + 1) for k in ticks])
+        ax.set_xlabel("evaluated on task")
+        ax.set_ylabel("after training task")
+        ax.set_title(name)
+        fig.colorbar(image, ax=ax, label="accuracy (%)")
+
+    curve = axes[-1]
+    for name, r in matrices.items():
+        tasks_seen = np.arange(1, r.shape[0] + 1)
+        curve.plot(tasks_seen, accuracy_per_task(r), marker="o", label=name)
+    curve.set_xlabel("tasks seen")
+    curve.set_ylabel("accuracy (%)")
+    curve.set_ylim(0.0, 100.0)
+    curve.set_xlim(0.5, max(r.shape[0] for r in matrices.values()) + 0.5)
+    curve.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    curve.grid(alpha=0.3)
+    curve.legend()
+    curve.set_title("accuracy after each task")
+    if title is not None:
+        fig.suptitle(title)
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", dpi=100)
+    return path

@@ -1,0 +1,243 @@
+"""`ContinualTrainer`: the Hugging Face `Trainer`, task after task.
+
+`fit(stream)` owns the task loop; methods override only the hooks:
+
+- `begin_task(task)` / `end_task(task)`: snapshot a teacher, compute importances, ...;
+- `extra_loss(model, inputs, outputs)`: a regulariser added to the classification loss in training;
+- `loss_classes(task)`: the classes the cross-entropy runs over;
+- `task_train_dataset(task)`: what the task trains on (the joint baseline trains on all tasks so far).
+
+Per task: the head grows to the classes seen so far (old rows copied), optimizer and scheduler are
+rebuilt (so new parameters are in them), the normal `Trainer.train()` loop runs, every seen task is
+evaluated (task-aware and task-agnostic accuracy, gathered over all processes by `Trainer.predict`),
+and `task-<t>/` (a plain HF checkpoint with its model card), `results.json` and `accuracy.png` are written.
+
+Gradient accumulation: the loss (cross-entropy + extra terms, each a mean over the micro-batch) is
+divided by the accumulation steps (`model_accepts_loss_kwargs = False`), so extra terms weigh the same
+whatever the accumulation.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+
+import torch
+import torch.nn.functional as F
+from transformers import Trainer, TrainingArguments
+
+from hf_vitcl.data.stream import Task, TaskStream
+from hf_vitcl.errors import ConfigError
+from hf_vitcl.evaluation.plots import plot_accuracy
+from hf_vitcl.evaluation.results import ContinualResult, package_versions
+from hf_vitcl.model_card import render_task_card
+from hf_vitcl.models import check_model_fits, grow_classifier
+
+LOSS_SCOPES = ("current", "seen")
+RESULTS_FILE = "results.json"
+PLOT_FILE = "accuracy.png"
+
+
+@dataclass
+class ContinualTrainingArguments(TrainingArguments):
+    """`TrainingArguments` (applied to every task: epochs, `max_steps`, lr, ... are per task) plus the
+    continual options. Defaults differ from `TrainingArguments` where the task loop needs it:
+    `remove_unused_columns=False` (the transform needs the image column) and `save_strategy="no"`
+    (each task's model is saved as `task-<t>/` anyway)."""
+
+    loss_scope: str = field(
+        default="current",
+        metadata={
+            "help": "Cross-entropy over the current task's classes ('current', the default of FACIL and "
+            "of the seed works) or over all classes seen so far ('seen')."
+        },
+    )
+    save_task_checkpoints: bool = field(default=True, metadata={"help": "Save task-<t>/ after each task."})
+    overwrite_results: bool = field(
+        default=False,
+        metadata={"help": "Allow writing into an output_dir that already holds a results.json."},
+    )
+    remove_unused_columns: bool = False
+    save_strategy: str = "no"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.loss_scope not in LOSS_SCOPES:
+            raise ConfigError(f"loss_scope='{self.loss_scope}' is unknown; valid: {', '.join(LOSS_SCOPES)}")
+
+
+@dataclass
+class MethodConfig:
+    """Hyper-parameters of a method; subclasses add fields with `metadata={"help": ...}`."""
+
+
+class ContinualTrainer(Trainer):
+    """Trains a ViT or Swin on a `TaskStream` task by task. Fine-tuning when no hook is overridden."""
+
+    method_name = "finetune"
+    config_class: type[MethodConfig] = MethodConfig
+
+    def __init__(
+        self, model, args: ContinualTrainingArguments, method_config: MethodConfig | None = None, **kwargs
+    ):
+        if not isinstance(args, ContinualTrainingArguments):
+            raise ConfigError("args must be ContinualTrainingArguments (it carries the continual options)")
+        method_config = self.config_class() if method_config is None else method_config
+        if not isinstance(method_config, self.config_class):
+            raise ConfigError(
+                f"method_config is a {type(method_config).__name__}; {type(self).__name__} takes a "
+                f"{self.config_class.__name__}"
+            )
+        super().__init__(model=model, args=args, **kwargs)
+        self.method_config = method_config
+        self.model_accepts_loss_kwargs = False
+        self.stream: TaskStream | None = None
+        self.task: Task | None = None
+        self.classes_seen = 0
+
+    # hooks for methods
+
+    def begin_task(self, task: Task) -> None:
+        """Called after the head has grown and before training on `task`."""
+
+    def end_task(self, task: Task) -> None:
+        """Called after training on `task`, before it and the earlier tasks are evaluated."""
+
+    def extra_loss(self, model, inputs: dict, outputs) -> torch.Tensor | None:
+        """A term added to the classification loss in training; a mean over the micro-batch."""
+        return None
+
+    def loss_classes(self, task: Task) -> range:
+        """Head rows the cross-entropy runs over while training `task` (per `args.loss_scope`)."""
+        return task.labels if self.args.loss_scope == "current" else range(self.classes_seen)
+
+    def task_train_dataset(self, task: Task):
+        return task.train_dataset(self.processing_class)
+
+    # the loss
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """Cross-entropy over `loss_classes` (+ `extra_loss`) in training; over all seen classes in
+        evaluation, whose batches mix tasks."""
+        outputs = model(pixel_values=inputs["pixel_values"])
+        labels = inputs["labels"]
+        if model.training:
+            rows = self.loss_classes(self.task)
+            loss = F.cross_entropy(outputs.logits[:, rows.start : rows.stop], labels - rows.start)
+            extra = self.extra_loss(model, inputs, outputs)
+            if extra is not None:
+                loss = loss + extra
+        else:
+            loss = F.cross_entropy(outputs.logits, labels)
+        return (loss, outputs) if return_outputs else loss
+
+    # the task loop
+
+    def fit(self, stream: TaskStream) -> ContinualResult:
+        """Train on every task of `stream` in order; return (and save) both accuracy matrices."""
+        self._check_before_training(stream)
+        self.stream = stream
+        info = stream.describe()
+        result = ContinualResult.empty(
+            len(stream),
+            stream.scenario,
+            info={
+                "method": self.method_name,
+                "method_config": asdict(self.method_config),
+                "stream": info,
+                "seed": self.args.seed,
+                "world_size": self.args.world_size,
+                "model": {
+                    "name_or_path": self.model.config._name_or_path,
+                    "config": self.model.config.to_dict(),
+                },
+                "training_args": {
+                    f.name: getattr(self.args, f.name)
+                    for f in fields(self.args)
+                    if f.init and isinstance(getattr(self.args, f.name), (int, float, str, bool, type(None)))
+                },
+                "command": sys.argv,
+                "versions": package_versions(),
+                "task_seconds": [],
+            },
+        )
+        started = time.perf_counter()
+        for task in stream:
+            task_started = time.perf_counter()
+            self.task = task
+            grow_classifier(
+                self.model,
+                stream.class_names[: task.labels.stop],
+                keep=self.classes_seen,
+                seed=self.args.seed + task.index,
+            )
+            self.classes_seen = task.labels.stop
+            self.train_dataset = self.task_train_dataset(task)
+            self.optimizer, self.lr_scheduler = None, None
+            self.model_wrapped = self.model
+            self.begin_task(task)
+            self.train()
+            self.model_wrapped = self.model
+            self.end_task(task)
+            result.record(task.index, *self.evaluate_seen_tasks(task.index))
+            result.info["task_seconds"].append(time.perf_counter() - task_started)
+            result.info["wall_seconds"] = time.perf_counter() - started
+            self._write_task_outputs(task, result)
+        return result
+
+    def evaluate_seen_tasks(self, last: int) -> tuple[list[float], list[float], list[int]]:
+        """Task-aware and task-agnostic accuracy (%) on the test sets of tasks 0..last, and their sizes."""
+        task_aware, task_agnostic, sizes = [], [], []
+        for task in self.stream.tasks[: last + 1]:
+            prediction = self.predict(
+                task.test_dataset(self.processing_class), metric_key_prefix=f"test_task{task.index}"
+            )
+            logits = (
+                prediction.predictions[0]
+                if isinstance(prediction.predictions, tuple)
+                else prediction.predictions
+            )
+            logits, labels = torch.as_tensor(logits), torch.as_tensor(prediction.label_ids)
+            agnostic = logits.argmax(-1) == labels
+            aware = logits[:, task.labels.start : task.labels.stop].argmax(-1) + task.offset == labels
+            task_aware.append(100.0 * aware.float().mean().item())
+            task_agnostic.append(100.0 * agnostic.float().mean().item())
+            sizes.append(len(labels))
+        return task_aware, task_agnostic, sizes
+
+    def _write_task_outputs(self, task: Task, result: ContinualResult) -> None:
+        output_dir = self.args.output_dir
+        task_dir = os.path.join(output_dir, f"task-{task.index}")
+        if self.args.save_task_checkpoints:
+            self.save_model(task_dir)
+        if self.is_world_process_zero():
+            if self.args.save_task_checkpoints:
+                render_task_card(result, task.index).save(os.path.join(task_dir, "README.md"))
+            result.save(os.path.join(output_dir, RESULTS_FILE))
+            done = result.tasks_done
+            plot_accuracy(
+                os.path.join(output_dir, PLOT_FILE),
+                result.task_aware[:done, :done],
+                result.task_agnostic[:done, :done],
+                title=f"{self.method_name} on {self.stream.name}",
+            )
+
+    def _check_before_training(self, stream: TaskStream) -> None:
+        """Everything that can be checked before the first step, with errors naming the field."""
+        if self.processing_class is None:
+            raise ConfigError("processing_class: pass the model's image processor to the trainer")
+        check_model_fits(self.model, self.processing_class)
+        if not hasattr(self.model, "classifier"):
+            raise ConfigError(
+                f"{type(self.model).__name__} has no `classifier` head to grow (ViT or Swin needed)"
+            )
+        if stream.streaming and self.args.max_steps <= 0:
+            raise ConfigError("max_steps: a streamed task has no length, so set max_steps (per task) > 0")
+        results = os.path.join(self.args.output_dir, RESULTS_FILE)
+        if os.path.exists(results) and not self.args.overwrite_results:
+            raise ConfigError(
+                f"output_dir '{self.args.output_dir}' already holds a run ({RESULTS_FILE}); choose another "
+                "output_dir or pass overwrite_results"
+            )

@@ -1,0 +1,17 @@
+"""Joint training: the upper bound. As in FACIL, after task t the model (continuing from the previous
+one) trains on the union of tasks 0..t with cross-entropy over all seen classes."""
+
+from hf_vitcl.data.stream import Task
+from hf_vitcl.methods.base import ContinualTrainer
+
+
+class JointTrainer(ContinualTrainer):
+    """Trains task t on the data of every task so far; its matrix is the non-forgetting reference."""
+
+    method_name = "joint"
+
+    def task_train_dataset(self, task: Task):
+        return self.stream.joint_task(task.index).train_dataset(self.processing_class)
+
+    def loss_classes(self, task: Task) -> range:
+        return range(self.classes_seen)

@@ -1,0 +1,170 @@
+"""The train recipe: YAML configs and flags, one-line errors, multi-process runs, real data."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from transformers import AutoModelForImageClassification, ViTImageProcessorPil
+
+from hf_vitcl.cli import main, parse_args, run
+from hf_vitcl.data import TaskStream
+
+REPO = Path(__file__).resolve().parents[1]
+CIFAR10 = REPO.parent / "shared" / "data" / "cifar10"
+TINY_RUN = ["--model", "micro", "--image_size", "16", "--n_tasks", "2", "--max_steps", "2", "--use_cpu"]
+
+
+def subprocess_env(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home"), "OMP_NUM_THREADS": "1"}
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    return env
+
+
+def test_yaml_config_runs_and_flags_override_it(tiny_folder, tmp_path):
+    config = tmp_path / "joint.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "method": "joint",
+                "dataset": str(tiny_folder),
+                "n_tasks": 2,
+                "model": "micro",
+                "image_size": 16,
+                "max_steps": 3,
+                "learning_rate": 0.01,
+                "use_cpu": True,
+                "output_dir": str(tmp_path / "run"),
+            }
+        )
+    )
+    result = run(["--config", str(config), "--max_steps", "1"])
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert saved["method"] == "joint"
+    assert saved["training_args"]["max_steps"] == 1  # the flag
+    assert saved["training_args"]["learning_rate"] == 0.01  # the YAML
+    assert np.asarray(saved["task_aware"], dtype=float).shape == (2, 2)
+    assert result.tasks_done == 2
+
+
+def test_recipe_defaults_are_the_embedded_benchmark():
+    _, model, data, training, _ = parse_args([])
+    assert model.model == "micro" and training.num_train_epochs == 15
+    assert training.output_dir == os.path.join("runs", "split-digits-finetune-seed42")
+    assert data.benchmark is None  # resolved to split-digits when the stream is built
+
+
+def test_unknown_yaml_key_is_named_with_a_suggestion(tmp_path):
+    config = tmp_path / "typo.yaml"
+    config.write_text("lerning_rate: 0.1\n")
+    with pytest.raises(ValueError, match="unknown option 'lerning_rate' \\(did you mean 'learning_rate'"):
+        parse_args(["--config", str(config)])
+
+
+def test_option_of_the_wrong_type_exits_with_its_name(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["--max_steps", "many"])
+    assert exit_info.value.code == 2
+    assert "--max_steps" in capsys.readouterr().err
+
+
+def test_config_errors_print_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--method", "nonsense"])
+    assert (
+        str(exit_info.value) == "hf_vitcl: error: method 'nonsense' is unknown; valid names: finetune, joint"
+    )
+
+
+@pytest.mark.parametrize("flag", ["--dataset", "--model"])
+def test_hub_id_offline_fails_at_once_with_one_line(flag, tmp_path):
+    args = [
+        sys.executable,
+        str(REPO / "recipes" / "train.py"),
+        flag,
+        "nobody/nothing",
+        "--n_tasks",
+        "2",
+        "--output_dir",
+        str(tmp_path / "run"),
+    ]
+    finished = subprocess.run(args, capture_output=True, text=True, env=subprocess_env(tmp_path), timeout=120)
+    assert finished.returncode == 1
+    message = finished.stderr.strip().splitlines()
+    assert len(message) == 1, finished.stderr
+    assert "nobody/nothing" in message[0] and "local path" in message[0] and "Hub" in message[0]
+    assert not (tmp_path / "run").exists()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_process_run_gathers_the_whole_test_set(tiny_folder, tmp_path):
+    out = tmp_path / "ddp"
+    args = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(_free_port()),
+        str(REPO / "recipes" / "train.py"),
+        "--dataset",
+        str(tiny_folder),
+        *TINY_RUN,
+        "--output_dir",
+        str(out),
+        "--per_device_eval_batch_size",
+        "5",
+    ]
+    finished = subprocess.run(args, capture_output=True, text=True, env=subprocess_env(tmp_path), timeout=300)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["world_size"] == 2
+    # Every test example counted once, though 2 ranks × batches of 5 do not divide the 6 per task.
+    assert saved["test_sizes"] == [6, 6]
+    matrix = np.asarray(saved["task_agnostic"], dtype=float)
+    assert matrix.shape == (2, 2) and np.isfinite(matrix[1]).all()
+    # The gathered accuracies equal a single-process evaluation of the saved model.
+    model = AutoModelForImageClassification.from_pretrained(out / "task-1").eval()
+    processor = ViTImageProcessorPil.from_pretrained(out / "task-1")
+    stream = TaskStream.from_hub(str(tiny_folder), n_tasks=2, seed=saved["seed"])
+    for task in stream:
+        batch = task.test_dataset(processor)[:]
+        with torch.no_grad():
+            predictions = model(pixel_values=batch["pixel_values"]).logits.argmax(-1)
+        expected = 100 * (predictions == batch["labels"]).float().mean().item()
+        assert matrix[1, task.index] == pytest.approx(expected)
+
+
+@pytest.mark.real_data
+@pytest.mark.skipif(not CIFAR10.exists(), reason="../shared/data/cifar10 is not present")
+def test_real_cifar10_is_cut_into_five_tasks():
+    stream = TaskStream.from_benchmark("split-cifar10", dataset=str(CIFAR10), seed=0)
+    sizes = stream.describe()["task_sizes"]
+    assert sizes == {"train": [10000] * 5, "test": [2000] * 5}
+    assert sorted(stream.class_names) == sorted(
+        ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    )
+    processor = ViTImageProcessorPil(size={"height": 32, "width": 32})
+    batch = stream[4].test_dataset(processor)[:8]
+    assert batch["pixel_values"].shape == (8, 3, 32, 32)
+    assert set(batch["labels"].tolist()) <= set(stream[4].labels)
