@@ -210,7 +210,11 @@ def run(argv: list[str] | None = None) -> ContinualResult:
     trainer = get_method(run_args.method)(
         model=model, args=training_args, method_config=method_config, processing_class=processor
     )
-    result = trainer.fit(stream)
+    try:
+        result = trainer.fit(stream)
+    finally:
+        # Destroys the process group of a multi-process run: left to interpreter exit, gloo's threads abort.
+        trainer.accelerator.end_training()
     if trainer.is_world_process_zero():
         print(result.table())
         print(f"\nwall time {result.info['wall_seconds']:.1f} s; outputs in {training_args.output_dir}")
