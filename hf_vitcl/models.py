@@ -87,7 +87,10 @@ def load_model(
         return classifier, processor
     try:
         config = AutoConfig.from_pretrained(model)
-    except OSError as err:
+    except (
+        OSError,
+        ValueError,
+    ) as err:  # ValueError: a folder whose config.json is missing or has no model_type
         if os.path.exists(model):
             raise ConfigError(
                 f"model '{model}' is a local path without a loadable config.json ({err})"

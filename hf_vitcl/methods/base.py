@@ -175,11 +175,12 @@ class ContinualTrainer(Trainer):
             )
             self.classes_seen = task.labels.stop
             self.train_dataset = self.task_train_dataset(task)
+            # A new optimizer and DDP wrapper per task: both must see the grown head (and new parameters).
             self.optimizer, self.lr_scheduler = None, None
             self.model_wrapped = self.model
             self.begin_task(task)
             self.train()
-            self.model_wrapped = self.model
+            self.model_wrapped = self.model  # hooks and evaluation see the plain model, not the wrapper
             self.end_task(task)
             result.record(task.index, *self.evaluate_seen_tasks(task.index))
             result.info["task_seconds"].append(time.perf_counter() - task_started)
