@@ -67,17 +67,17 @@ def _accuracy_by_hand(model, stream, task, processor):
 
 @pytest.mark.parametrize("method", sorted(METHODS))
 @pytest.mark.parametrize("arch", sorted(MODELS))
-def test_fit_two_tasks_gives_matrix_and_reloadable_checkpoints(method, arch, tiny_splits, tmp_path):
-    stream = make_stream(tiny_splits)
+def test_fit_three_tasks_gives_matrix_and_reloadable_checkpoints(method, arch, tiny_splits, tmp_path):
+    stream = make_stream(tiny_splits, n_tasks=3)
     processor = tiny_processor()
     trainer = METHODS[method](model=MODELS[arch](), args=tiny_args(tmp_path), processing_class=processor)
     result = trainer.fit(stream)
 
     for matrix in (result.task_aware, result.task_agnostic):
-        assert matrix.shape == (2, 2)
-        assert np.isnan(matrix[0, 1]) and np.isfinite(matrix[np.tril_indices(2)]).all()
+        assert matrix.shape == (3, 3)
+        assert np.isnan(matrix[np.triu_indices(3, 1)]).all() and np.isfinite(matrix[np.tril_indices(3)]).all()
     saved = json.loads((tmp_path / "results.json").read_text())
-    assert saved["tasks_done"] == 2 and saved["method"] == method
+    assert saved["tasks_done"] == 3 and saved["method"] == method
     assert saved["task_agnostic"][0][1] is None
     assert saved["stream"]["class_order"] == stream.class_order
     assert set(saved["metrics"]) == {"task_aware", "task_agnostic"}
@@ -90,8 +90,8 @@ def test_fit_two_tasks_gives_matrix_and_reloadable_checkpoints(method, arch, tin
     # The last checkpoint is the trained model, and the matrix's last row is its accuracy.
     for task in stream:
         aware, agnostic = _accuracy_by_hand(reloaded, stream, task, processor)
-        assert result.task_aware[1, task.index] == pytest.approx(aware)
-        assert result.task_agnostic[1, task.index] == pytest.approx(agnostic)
+        assert result.task_aware[-1, task.index] == pytest.approx(aware)
+        assert result.task_agnostic[-1, task.index] == pytest.approx(agnostic)
 
 
 def test_loss_scope_decides_which_head_rows_learn(tiny_splits, tmp_path):

@@ -2,10 +2,17 @@
 
 from hf_vitcl.errors import ConfigError
 from hf_vitcl.methods.base import ContinualTrainer, ContinualTrainingArguments, MethodConfig
+from hf_vitcl.methods.ewc import EWCConfig, EWCTrainer
 from hf_vitcl.methods.finetune import FinetuneTrainer
 from hf_vitcl.methods.joint import JointTrainer
+from hf_vitcl.methods.lwf import LwFConfig, LwFTrainer
+from hf_vitcl.methods.mas import MASConfig, MASTrainer
+from hf_vitcl.methods.si import SIConfig, SITrainer
 
-METHODS: dict[str, type[ContinualTrainer]] = {cls.method_name: cls for cls in (FinetuneTrainer, JointTrainer)}
+METHODS: dict[str, type[ContinualTrainer]] = {
+    cls.method_name: cls
+    for cls in (FinetuneTrainer, JointTrainer, EWCTrainer, SITrainer, MASTrainer, LwFTrainer)
+}
 
 
 def get_method(name: str) -> type[ContinualTrainer]:
@@ -20,8 +27,16 @@ __all__ = [
     "METHODS",
     "ContinualTrainer",
     "ContinualTrainingArguments",
+    "EWCConfig",
+    "EWCTrainer",
     "FinetuneTrainer",
     "JointTrainer",
+    "LwFConfig",
+    "LwFTrainer",
+    "MASConfig",
+    "MASTrainer",
     "MethodConfig",
+    "SIConfig",
+    "SITrainer",
     "get_method",
 ]

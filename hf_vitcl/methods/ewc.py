@@ -1,0 +1,39 @@
+"""Elastic Weight Consolidation (Kirkpatrick et al., PNAS 2017), as in FACIL.
+
+    penalty = (λ/2) Σ_i F_i (θ_i − θ*_i)²,   λ = 5000
+
+F is the diagonal Fisher from the model's own predicted class (`max_pred`): the mean over the task's
+training batches of (∂ CE(f(x), argmax f(x)) / ∂θ)², each batch weighted by its size, with the logits
+of every class seen so far. Fusion across tasks: F ← α F_old + (1 − α) F_new, α = 0.5 (F_old = 0
+before the first task, as in FACIL).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch.nn.functional as F
+
+from hf_vitcl.methods.base import MethodConfig
+from hf_vitcl.methods.regularization import WeightPenaltyTrainer
+
+
+@dataclass
+class EWCConfig(MethodConfig):
+    lamb: float = field(default=5000.0, metadata={"help": "EWC penalty weight λ (FACIL: 5000)."})
+    alpha: float = field(default=0.5, metadata={"help": "Fisher fusion: F ← α F_old + (1 − α) F_new."})
+
+
+class EWCTrainer(WeightPenaltyTrainer):
+    method_name = "ewc"
+    config_class = EWCConfig
+
+    @property
+    def penalty_strength(self) -> float:
+        return self.method_config.lamb / 2
+
+    def updated_importance(self, task):
+        fisher = self.mean_gradient_statistic(
+            task, lambda logits: F.cross_entropy(logits, logits.argmax(-1)), lambda grad: grad.pow(2)
+        )
+        return self.fuse(fisher, self.method_config.alpha)

@@ -1,0 +1,36 @@
+"""Memory Aware Synapses (Aljundi et al., ECCV 2018).
+
+    Ω_i = mean_x |∂ ‖f(x)‖₂² / ∂θ_i|     penalty = (λ/2) Σ_i Ω_i (θ_i − θ*_i)²,   λ = 1
+
+f(x) are the logits of every class seen so far; batches weighted by size. Fusion across tasks as in
+FACIL's MAS: Ω ← α Ω_old + (1 − α) Ω_new, α = 0.5. (FACIL uses the norm ‖f‖₂; the paper and this
+project's spec use its square.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hf_vitcl.methods.base import MethodConfig
+from hf_vitcl.methods.regularization import WeightPenaltyTrainer
+
+
+@dataclass
+class MASConfig(MethodConfig):
+    lamb: float = field(default=1.0, metadata={"help": "MAS penalty weight λ."})
+    alpha: float = field(default=0.5, metadata={"help": "Importance fusion: Ω ← α Ω_old + (1 − α) Ω_new."})
+
+
+class MASTrainer(WeightPenaltyTrainer):
+    method_name = "mas"
+    config_class = MASConfig
+
+    @property
+    def penalty_strength(self) -> float:
+        return self.method_config.lamb / 2
+
+    def updated_importance(self, task):
+        importance = self.mean_gradient_statistic(
+            task, lambda logits: logits.pow(2).sum(-1).mean(), lambda grad: grad.abs()
+        )
+        return self.fuse(importance, self.method_config.alpha)
