@@ -7,11 +7,12 @@ from hf_vitcl.methods.finetune import FinetuneTrainer
 from hf_vitcl.methods.joint import JointTrainer
 from hf_vitcl.methods.lwf import LwFConfig, LwFTrainer
 from hf_vitcl.methods.mas import MASConfig, MASTrainer
+from hf_vitcl.methods.pad import PADConfig, PADTrainer
 from hf_vitcl.methods.si import SIConfig, SITrainer
 
 METHODS: dict[str, type[ContinualTrainer]] = {
     cls.method_name: cls
-    for cls in (FinetuneTrainer, JointTrainer, EWCTrainer, SITrainer, MASTrainer, LwFTrainer)
+    for cls in (FinetuneTrainer, JointTrainer, EWCTrainer, SITrainer, MASTrainer, LwFTrainer, PADTrainer)
 }
 
 
@@ -36,6 +37,8 @@ __all__ = [
     "MASConfig",
     "MASTrainer",
     "MethodConfig",
+    "PADConfig",
+    "PADTrainer",
     "SIConfig",
     "SITrainer",
     "get_method",
