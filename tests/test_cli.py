@@ -169,3 +169,9 @@ def test_real_cifar10_is_cut_into_five_tasks():
     batch = stream[4].test_dataset(processor)[:8]
     assert batch["pixel_values"].shape == (8, 3, 32, 32)
     assert set(batch["labels"].tolist()) <= set(stream[4].labels)
+
+
+@pytest.mark.parametrize("config", sorted((REPO / "recipes" / "configs").rglob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_config_parses(config):
+    run_args, *_, method_config = parse_args(["--config", str(config)])
+    assert type(method_config) is METHODS[run_args.method].config_class

@@ -1,0 +1,172 @@
+"""Training-step time and peak memory of each method as a ratio to fine-tuning, measured in one run on
+the same model and data. Each method runs in its own process: two tasks of Split Digits (or any
+benchmark), a few warm-up steps, then `--steps` timed optimizer steps of the second task, where the
+penalties, teachers and attention recorders are active.
+
+    python recipes/benchmark_overhead.py                       # micro-sized ViT-Ti at 32x32 on CPU
+    python recipes/benchmark_overhead.py --model base --image_size 224 --bf16   # on a GPU
+
+Memory is the peak during the timed steps minus what the process held before training began: CUDA's
+peak allocated memory on a GPU, the resident set size (sampled every millisecond) on a CPU. So it
+counts what a method adds — a teacher copy, importances, recorded maps — on top of the same model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import statistics
+import tempfile
+import threading
+import time
+
+VARIANTS = {
+    "finetune": ("finetune", {}),
+    "ewc": ("ewc", {}),
+    "si": ("si", {}),
+    "mas": ("mas", {}),
+    "lwf": ("lwf", {}),
+    "pad attention asym": ("pad", {"target": "attention", "asymmetric": True}),
+    "pad attention sym": ("pad", {"target": "attention", "asymmetric": False}),
+    "pad functional asym": ("pad", {"target": "functional", "asymmetric": True}),
+    "pad functional sym": ("pad", {"target": "functional", "asymmetric": False}),
+}
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class _MemoryPeak:
+    """Peak memory from `start()` on: CUDA's counter, or RSS sampled by a thread."""
+
+    def __init__(self, cuda: bool):
+        self.cuda, self.peak, self._sampling = cuda, 0, False
+
+    def start(self):
+        import torch
+
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats()
+            return
+        self._sampling = True
+        threading.Thread(target=self._sample, daemon=True).start()
+
+    def _sample(self):
+        while self._sampling:
+            self.peak = max(self.peak, _rss_bytes())
+            time.sleep(0.001)
+
+    def stop(self) -> int:
+        import torch
+
+        if self.cuda:
+            return torch.cuda.max_memory_allocated()
+        self._sampling = False
+        return self.peak
+
+
+def measure(name: str, options: argparse.Namespace) -> tuple[str, float, float]:
+    """(name, median seconds per timed step, peak memory growth in MB) for one method."""
+    import torch
+    from transformers import TrainerCallback, set_seed
+
+    from hf_vitcl import TaskStream, load_model
+    from hf_vitcl.methods import ContinualTrainingArguments, get_method
+
+    method, config = VARIANTS[name]
+    cuda = torch.cuda.is_available() and not options.cpu
+    set_seed(0)
+    stream = TaskStream.from_benchmark(
+        options.benchmark, dataset=options.dataset, n_tasks=options.tasks, seed=0
+    )
+    model, processor = load_model(options.model, options.arch, options.image_size)
+    trainer_class = get_method(method)
+    baseline = torch.cuda.memory_allocated() if cuda else _rss_bytes()
+    memory = _MemoryPeak(cuda)
+    durations: list[float] = []
+
+    class StepTimer(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            if trainer.task.index == 1 and state.global_step == options.warmup:
+                memory.start()
+            if cuda:
+                torch.cuda.synchronize()
+            self.began = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if cuda:
+                torch.cuda.synchronize()
+            if trainer.task.index == 1 and state.global_step > options.warmup:
+                durations.append(time.perf_counter() - self.began)
+
+    with tempfile.TemporaryDirectory() as output_dir:
+        args = ContinualTrainingArguments(
+            output_dir=output_dir,
+            max_steps=options.warmup + options.steps,
+            learning_rate=1e-3,
+            per_device_train_batch_size=options.batch_size,
+            per_device_eval_batch_size=options.batch_size,
+            use_cpu=not cuda,
+            bf16=options.bf16,
+            disable_tqdm=True,
+            logging_strategy="no",
+            save_task_checkpoints=False,
+            seed=0,
+            dataloader_num_workers=options.workers,
+        )
+        trainer = trainer_class(
+            model=model,
+            args=args,
+            processing_class=processor,
+            method_config=trainer_class.config_class(**config),
+        )
+        trainer.add_callback(StepTimer())
+        trainer.fit(stream)
+    peak = memory.stop()
+    return name, statistics.median(durations), max(peak - baseline, 0) / 2**20
+
+
+def main():
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--benchmark", default="split-digits")
+    parser.add_argument("--dataset", default=None, help="local copy of the benchmark's data")
+    parser.add_argument("--model", default="tiny", help="from-scratch size or checkpoint")
+    parser.add_argument("--arch", default="vit")
+    parser.add_argument("--image_size", type=int, default=32)
+    parser.add_argument("--tasks", type=int, default=5)
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps at the start of the second task")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps")
+    parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--bf16", action="store_true")
+    parser.add_argument("--cpu", action="store_true")
+    parser.add_argument("--methods", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    options = parser.parse_args()
+    names = ["finetune"] + [name for name in options.methods if name != "finetune"]
+
+    context = multiprocessing.get_context("spawn")
+    rows = []
+    for name in names:
+        with context.Pool(1) as pool:
+            rows.append(pool.apply(measure, (name, options)))
+    base_time, base_memory = rows[0][1], rows[0][2]
+    import torch
+
+    device = "GPU" if torch.cuda.is_available() and not options.cpu else "CPU"
+    print(
+        f"\n{options.model} {options.arch} at {options.image_size}px, batch {options.batch_size}, "
+        f"{options.steps} timed steps of task 2, {device}"
+    )
+    print(f"{'method':<22}{'s/step':>10}{'time ×':>9}{'memory MB':>12}{'memory ×':>10}")
+    for name, seconds, megabytes in rows:
+        memory_ratio = megabytes / base_memory if base_memory > 0 else float("nan")
+        print(f"{name:<22}{seconds:>10.4f}{seconds / base_time:>9.2f}{megabytes:>12.1f}{memory_ratio:>10.2f}")
+
+
+if __name__ == "__main__":
+    main()
