@@ -1,7 +1,8 @@
 """Training-step time and peak memory of each method as a ratio to fine-tuning, measured in one run on
 the same model and data. Each method runs in its own process: two tasks of Split Digits (or any
 benchmark), a few warm-up steps, then `--steps` timed optimizer steps of the second task, where the
-penalties, teachers and attention recorders are active.
+penalties, teachers and attention recorders are active. `--repeats` rounds over all methods, in
+rotated order; each figure is a method's median over the rounds.
 
     python recipes/benchmark_overhead.py                       # micro-sized ViT-Ti at 32x32 on CPU
     python recipes/benchmark_overhead.py --model base --image_size 224 --bf16   # on a GPU
@@ -138,10 +139,11 @@ def main():
     parser.add_argument("--model", default="tiny", help="from-scratch size or checkpoint")
     parser.add_argument("--arch", default="vit")
     parser.add_argument("--image_size", type=int, default=32)
-    parser.add_argument("--tasks", type=int, default=5)
+    parser.add_argument("--tasks", type=int, default=2, help="tasks in the stream; task 2 is timed")
     parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps at the start of the second task")
-    parser.add_argument("--steps", type=int, default=20, help="timed steps")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps at the start of the second task")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds over all methods (median kept)")
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--bf16", action="store_true")
     parser.add_argument("--cpu", action="store_true")
@@ -149,11 +151,19 @@ def main():
     options = parser.parse_args()
     names = ["finetune"] + [name for name in options.methods if name != "finetune"]
 
+    # Rounds over all methods in rotated order; each method's median over the rounds, so that a burst of
+    # load on the machine moves one sample of every method rather than all samples of one.
     context = multiprocessing.get_context("spawn")
-    rows = []
-    for name in names:
-        with context.Pool(1) as pool:
-            rows.append(pool.apply(measure, (name, options)))
+    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
+    for round_index in range(options.repeats):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            with context.Pool(1) as pool:
+                samples[name].append(pool.apply(measure, (name, options))[1:])
+    rows = [
+        (name, statistics.median(t for t, _ in values), statistics.median(m for _, m in values))
+        for name, values in samples.items()
+    ]
     base_time, base_memory = rows[0][1], rows[0][2]
     import torch
 

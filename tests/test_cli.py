@@ -171,7 +171,9 @@ def test_real_cifar10_is_cut_into_five_tasks():
     assert set(batch["labels"].tolist()) <= set(stream[4].labels)
 
 
-@pytest.mark.parametrize("config", sorted((REPO / "recipes" / "configs").rglob("*.yaml")), ids=lambda p: p.stem)
+@pytest.mark.parametrize(
+    "config", sorted((REPO / "recipes" / "configs").rglob("*.yaml")), ids=lambda p: p.stem
+)
 def test_every_shipped_config_parses(config):
     run_args, *_, method_config = parse_args(["--config", str(config)])
     assert type(method_config) is METHODS[run_args.method].config_class

@@ -23,6 +23,7 @@ and the logits are the content logits, without relative-position bias or shift m
 from __future__ import annotations
 
 import math
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 import torch
@@ -98,6 +99,7 @@ class PADTrainer(LwFTrainer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.recorders: list[AttentionRecorder] = []
+        self._recording = ExitStack()
 
     @property
     def pad_weight(self) -> float:
@@ -110,13 +112,13 @@ class PADTrainer(LwFTrainer):
         super().begin_task(task)  # the teacher is copied before any recorder switches the model
         if self.teacher is not None:
             target, layers = RECORDED[self.method_config.target], self.method_config.distil_layers
-            self.recorders = [AttentionRecorder(m, (target,), layers) for m in (self.teacher, self.model)]
-            for recorder in self.recorders:
-                recorder.__enter__()
+            self.recorders = [
+                self._recording.enter_context(AttentionRecorder(m, (target,), layers))
+                for m in (self.teacher, self.model)
+            ]
 
     def end_task(self, task):
-        for recorder in self.recorders:
-            recorder.__exit__(None, None, None)
+        self._recording.close()  # both models back on their fast attention
         self.recorders = []
         super().end_task(task)
 
