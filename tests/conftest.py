@@ -66,11 +66,12 @@ def tiny_vit(num_labels: int = 2) -> ViTForImageClassification:
 
 
 def tiny_swin(num_labels: int = 2) -> SwinForImageClassification:
+    """Two stages of two blocks: stage 1 runs at 8x8 > window 4, so its second block is shifted."""
     config = SwinConfig(
         image_size=IMAGE_SIZE,
         patch_size=2,
         embed_dim=16,
-        depths=[1, 1],
+        depths=[2, 2],
         num_heads=[1, 2],
         window_size=4,
         num_labels=num_labels,

@@ -4,8 +4,8 @@ import copy
 
 import pytest
 import torch
-from conftest import IMAGE_SIZE, tiny_vit
-from transformers import SwinConfig, SwinForImageClassification
+from conftest import IMAGE_SIZE, tiny_swin, tiny_vit
+from transformers import SwinForImageClassification
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from hf_vitcl.attention import RECORDING_IMPLEMENTATION, TARGETS, AttentionRecorder, attention_modules
@@ -17,20 +17,10 @@ def pixels():
 
 
 def shifted_swin() -> SwinForImageClassification:
-    """Two stages of two blocks: stage 1 runs at 8x8 > window 4, so its second block is shifted. The
-    relative-position biases (zero at initialisation) are made random, as after training."""
+    """The tiny Swin (its stage-1 second block is shifted) with random relative-position biases (zero at
+    initialisation), as after training."""
     torch.manual_seed(0)
-    config = SwinConfig(
-        image_size=IMAGE_SIZE,
-        patch_size=2,
-        embed_dim=16,
-        depths=[2, 2],
-        num_heads=[1, 2],
-        window_size=4,
-        num_labels=2,
-        drop_path_rate=0.0,
-    )
-    model = SwinForImageClassification(config).eval()
+    model = tiny_swin().eval()
     with torch.no_grad():
         for module in attention_modules(model):
             module.relative_position_bias.relative_position_bias_table.normal_()
