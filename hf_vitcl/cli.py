@@ -21,7 +21,7 @@ from hf_vitcl.data import Augmentation, TaskStream, get_benchmark
 from hf_vitcl.errors import ConfigError
 from hf_vitcl.evaluation.results import ContinualResult
 from hf_vitcl.methods import ContinualTrainingArguments, get_method
-from hf_vitcl.models import load_model
+from hf_vitcl.models import SIZES, load_model
 
 DEFAULT_BENCHMARK = "split-digits"
 # The recipe's defaults: the embedded Split Digits run, a few minutes on a CPU.
@@ -203,7 +203,7 @@ def run(argv: list[str] | None = None) -> ContinualResult:
     run_args, model_args, data_args, training_args, method_config = parse_args(argv)
     stream = build_stream(data_args, training_args.seed)
     image_size = model_args.image_size
-    if image_size is None and data_args.benchmark and model_args.model in ("micro", "tiny", "small", "base"):
+    if image_size is None and data_args.benchmark and model_args.model in SIZES.get(model_args.arch, {}):
         image_size = get_benchmark(data_args.benchmark).image_size
     set_seed(training_args.seed)
     model, processor = load_model(model_args.model, model_args.arch, image_size, model_args.patch_size)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch.nn.functional as F
 
 from hf_vitcl.methods.base import MethodConfig
-from hf_vitcl.methods.regularization import WeightPenaltyTrainer
+from hf_vitcl.methods.regularization import GradientImportanceTrainer
 
 
 @dataclass
@@ -24,16 +24,14 @@ class EWCConfig(MethodConfig):
     alpha: float = field(default=0.5, metadata={"help": "Fisher fusion: F ← α F_old + (1 − α) F_new."})
 
 
-class EWCTrainer(WeightPenaltyTrainer):
+class EWCTrainer(GradientImportanceTrainer):
     method_name = "ewc"
     config_class = EWCConfig
 
-    @property
-    def penalty_strength(self) -> float:
-        return self.method_config.lamb / 2
+    @staticmethod
+    def importance_loss(logits):
+        return F.cross_entropy(logits, logits.argmax(-1))
 
-    def updated_importance(self, task):
-        fisher = self.mean_gradient_statistic(
-            task, lambda logits: F.cross_entropy(logits, logits.argmax(-1)), lambda grad: grad.pow(2)
-        )
-        return self.fuse(fisher, self.method_config.alpha)
+    @staticmethod
+    def importance_statistic(gradient):
+        return gradient.pow(2)

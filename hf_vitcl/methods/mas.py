@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from hf_vitcl.methods.base import MethodConfig
-from hf_vitcl.methods.regularization import WeightPenaltyTrainer
+from hf_vitcl.methods.regularization import GradientImportanceTrainer
 
 
 @dataclass
@@ -21,16 +21,14 @@ class MASConfig(MethodConfig):
     alpha: float = field(default=0.5, metadata={"help": "Importance fusion: Ω ← α Ω_old + (1 − α) Ω_new."})
 
 
-class MASTrainer(WeightPenaltyTrainer):
+class MASTrainer(GradientImportanceTrainer):
     method_name = "mas"
     config_class = MASConfig
 
-    @property
-    def penalty_strength(self) -> float:
-        return self.method_config.lamb / 2
+    @staticmethod
+    def importance_loss(logits):
+        return logits.pow(2).sum(-1).mean()
 
-    def updated_importance(self, task):
-        importance = self.mean_gradient_statistic(
-            task, lambda logits: logits.pow(2).sum(-1).mean(), lambda grad: grad.abs()
-        )
-        return self.fuse(importance, self.method_config.alpha)
+    @staticmethod
+    def importance_statistic(gradient):
+        return gradient.abs()

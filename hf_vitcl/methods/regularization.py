@@ -61,16 +61,34 @@ class WeightPenaltyTrainer(ContinualTrainer):
         """Ω after `task`, from the old Ω and what the task taught."""
         raise NotImplementedError
 
-    def fuse(self, new: dict[str, torch.Tensor], alpha: float) -> dict[str, torch.Tensor]:
-        """Ω ← α Ω_old + (1 − α) Ω_new, with Ω_old = 0 before the first task (FACIL's fusion)."""
+
+class GradientImportanceTrainer(WeightPenaltyTrainer):
+    """EWC and MAS: Ω_new = mean over the task's training batches (weighted by size, summed over
+    processes) of `importance_statistic(∂ importance_loss(logits of the seen classes) / ∂θ)`, fused as
+    Ω ← α Ω_old + (1 − α) Ω_new with Ω_old = 0 before the first task (FACIL); penalty weight λ/2.
+    The method's config has `lamb` (λ) and `alpha` (α)."""
+
+    @staticmethod
+    def importance_loss(logits: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    @staticmethod
+    def importance_statistic(gradient: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    @property
+    def penalty_strength(self) -> float:
+        return self.method_config.lamb / 2
+
+    def updated_importance(self, task: Task) -> dict[str, torch.Tensor]:
+        alpha = self.method_config.alpha
         return {
             name: alpha * self.importance.get(name, torch.zeros_like(value)) + (1 - alpha) * value
-            for name, value in new.items()
+            for name, value in self.task_importance().items()
         }
 
-    def mean_gradient_statistic(self, task: Task, loss_of_logits, statistic) -> dict[str, torch.Tensor]:
-        """mean over the task's training batches of `statistic(∂loss/∂θ)` weighted by batch size, where
-        `loss_of_logits` maps the logits of the seen classes to a scalar; summed over processes."""
+    def task_importance(self) -> dict[str, torch.Tensor]:
+        """Ω_new from one pass over the current task's training data."""
         parameters = backbone_parameters(self.model)
         totals = {name: torch.zeros_like(p) for name, p in parameters.items()}
         count = torch.zeros((), device=self.args.device)
@@ -78,11 +96,11 @@ class WeightPenaltyTrainer(ContinualTrainer):
         for batch in self.get_train_dataloader():
             self.model.zero_grad(set_to_none=True)
             logits = self.model(pixel_values=batch["pixel_values"].to(self.args.device)).logits
-            loss_of_logits(logits).backward()
+            self.importance_loss(logits).backward()
             size = len(batch["labels"])
             for name, p in parameters.items():
                 if p.grad is not None:
-                    totals[name] += statistic(p.grad) * size
+                    totals[name] += self.importance_statistic(p.grad) * size
             count += size
         self.model.zero_grad(set_to_none=True)
         count = self.accelerator.reduce(count, reduction="sum")
