@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 import yaml
 from transformers import HfArgumentParser, set_seed
 
-from hf_vitcl.data import Augmentation, TaskStream, get_benchmark
+from hf_vitcl.data import BENCHMARKS, Augmentation, Benchmark, TaskStream, get_benchmark
+from hf_vitcl.data.stream import DomainStream
 from hf_vitcl.errors import ConfigError
 from hf_vitcl.evaluation.results import ContinualResult
 from hf_vitcl.methods import ContinualTrainingArguments, get_method
@@ -69,6 +70,13 @@ class DataArguments:
         default=None, metadata={"help": "Hub id or local folder; overrides the benchmark's data source."}
     )
     dataset_revision: str | None = field(default=None, metadata={"help": "Revision of a Hub dataset."})
+    domains: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Datasets (benchmark names, local folders or Hub ids), one task each, for a "
+            "domain-incremental stream"
+        },
+    )
     streaming: bool = field(default=False, metadata={"help": "Stream the dataset (needs max_steps)."})
     scenario: str = field(
         default="class-incremental", metadata={"help": "class-incremental or task-incremental."}
@@ -146,9 +154,12 @@ def parse_args(argv: list[str] | None = None):
     parser.set_defaults(**defaults)
     run, model_args, data_args, training_args, method_config = parser.parse_args_into_dataclasses(argv)
     if training_args.output_dir in (None, "trainer_output"):
-        name = data_args.benchmark or (
-            os.path.basename(os.path.normpath(data_args.dataset)) if data_args.dataset else DEFAULT_BENCHMARK
-        )
+        if data_args.domains is not None:
+            name = "domains"
+        elif data_args.dataset and not data_args.benchmark:
+            name = os.path.basename(os.path.normpath(data_args.dataset))
+        else:
+            name = data_args.benchmark or DEFAULT_BENCHMARK
         training_args.output_dir = os.path.join("runs", f"{name}-{run.method}-seed{training_args.seed}")
     return run, model_args, data_args, training_args, method_config
 
@@ -160,15 +171,69 @@ def _class_values(values: list[str] | None) -> list | None:
     return [int(v) if str(v).lstrip("-").isdigit() else v for v in values]
 
 
-def build_stream(data: DataArguments, seed: int) -> TaskStream:
-    if data.benchmark is None and data.dataset is None:
-        data.benchmark = DEFAULT_BENCHMARK
-    benchmark = get_benchmark(data.benchmark) if data.benchmark else None
+def _augmentation(data: DataArguments, benchmark: Benchmark | None) -> Augmentation:
+    """The benchmark's augmentation (else the default one) with the flags given on the command line."""
     base = benchmark.augmentation if benchmark else Augmentation()
-    augmentation = Augmentation(
+    return Augmentation(
         crop_padding=base.crop_padding if data.crop_padding is None else data.crop_padding,
         horizontal_flip=base.horizontal_flip if data.horizontal_flip is None else data.horizontal_flip,
     )
+
+
+def _columns(data: DataArguments) -> dict:
+    """The image and label columns given on the command line (the others are auto-detected)."""
+    columns = {"image_column": data.image_column, "label_column": data.label_column}
+    return {key: value for key, value in columns.items() if value is not None}
+
+
+# Options that pick one dataset or cut it into tasks: `domains` makes one task of each of its datasets.
+DOMAIN_CONFLICTS = (
+    "benchmark",
+    "dataset",
+    "dataset_revision",
+    "n_tasks",
+    "classes_per_task",
+    "initial_classes",
+    "class_order",
+)
+
+
+def build_domain_stream(data: DataArguments, seed: int) -> DomainStream:
+    """One task per entry of `data.domains`: a registered benchmark, else a local folder or Hub id."""
+    for key in DOMAIN_CONFLICTS:
+        if getattr(data, key) is not None:
+            raise ConfigError(f"{key}: domains makes one task of each of its datasets, so drop {key}")
+    streams = []
+    for path in data.domains:
+        benchmark = BENCHMARKS.get(path)
+        kwargs = dict(
+            n_tasks=1,
+            streaming=data.streaming,
+            seed=seed,
+            augmentation=_augmentation(data, benchmark),
+            **_columns(data),
+        )
+        if benchmark is not None:
+            streams.append(TaskStream.from_benchmark(path, **kwargs))
+        else:
+            streams.append(
+                TaskStream.from_hub(
+                    path,
+                    train_split=data.train_split,
+                    test_split=data.test_split,
+                    test_fraction=data.test_fraction,
+                    **kwargs,
+                )
+            )
+    return TaskStream.from_domains(streams, scenario=data.scenario)
+
+
+def build_stream(data: DataArguments, seed: int) -> TaskStream | DomainStream:
+    if data.domains is not None:
+        return build_domain_stream(data, seed)
+    if data.benchmark is None and data.dataset is None:
+        data.benchmark = DEFAULT_BENCHMARK
+    benchmark = get_benchmark(data.benchmark) if data.benchmark else None
     kwargs = dict(
         n_tasks=data.n_tasks,
         initial_classes=data.initial_classes,
@@ -176,11 +241,9 @@ def build_stream(data: DataArguments, seed: int) -> TaskStream:
         class_order=_class_values(data.class_order),
         seed=seed,
         scenario=data.scenario,
-        augmentation=augmentation,
+        augmentation=_augmentation(data, benchmark),
+        **_columns(data),
     )
-    for key in ("image_column", "label_column"):
-        if getattr(data, key) is not None:
-            kwargs[key] = getattr(data, key)
     if benchmark is not None:
         return TaskStream.from_benchmark(
             data.benchmark, dataset=data.dataset, streaming=data.streaming, **kwargs

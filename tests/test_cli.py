@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import make_image_dataset
 from transformers import AutoModelForImageClassification, ViTImageProcessorPil
 
-from hf_vitcl.cli import main, parse_args, run
-from hf_vitcl.data import TaskStream
+from hf_vitcl.cli import build_stream, main, parse_args, run
+from hf_vitcl.data import Augmentation, TaskStream, get_benchmark
 from hf_vitcl.methods import METHODS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -81,6 +82,47 @@ def test_config_errors_print_one_line(capsys):
     message = str(exit_info.value)
     assert message.startswith("hf_vitcl: error: method 'nonsense' is unknown; valid names: ")
     assert "\n" not in message and all(name in message for name in METHODS)
+
+
+def test_domains_run_one_task_per_dataset_and_reject_task_options(tiny_folder, tmp_path):
+    fruit = tmp_path / "fruit"  # 3 classes, columns img and fine_label
+    (fruit / "data").mkdir(parents=True)
+    for split, per_class, seed in (("train", 4, 2), ("test", 2, 3)):
+        dataset = make_image_dataset(per_class, seed=seed, num_classes=3)
+        dataset = dataset.rename_columns({"image": "img", "label": "fine_label"})
+        dataset.to_parquet(fruit / "data" / f"{split}-00000-of-00001.parquet")
+    domains = ["--domains", str(tiny_folder), str(fruit)]
+    assert parse_args(domains)[3].output_dir == os.path.join("runs", "domains-finetune-seed42")
+
+    out = tmp_path / "run"
+    args = [*"--model micro --image_size 16 --max_steps 1 --use_cpu".split(), "--output_dir", str(out)]
+    result = run([*domains, "--method", "joint", "--scenario", "task-incremental", *args])
+    assert result.tasks_done == 2 and result.scenario == "task-incremental"
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["method"] == "joint"  # task 1 trains on both datasets at once
+    stream = saved["stream"]
+    assert [len(classes) for classes in stream["task_classes"]] == [4, 3]
+    assert [d["label_column"] for d in stream["domains"]] == ["label", "fine_label"]
+    assert saved["test_sizes"] == [12, 6]
+    names = [f"{tiny_folder.name}/{n}" for n in ["apple", "bus", "cat", "dog"]] + [
+        f"fruit/{n}" for n in ["apple", "bus", "cat"]
+    ]
+    assert sorted(stream["class_names"]) == sorted(names)
+    model = AutoModelForImageClassification.from_pretrained(out / "task-1")
+    assert list(model.config.id2label.values()) == stream["class_names"]
+
+    # a benchmark name keeps its own augmentation; --crop_padding overrides it for every domain
+    data = parse_args(["--domains", "split-digits", str(fruit)])[2]
+    digits, other = build_stream(data, seed=0).domains
+    assert (len(digits.class_names), digits.augmentation) == (10, get_benchmark("split-digits").augmentation)
+    assert other.augmentation == Augmentation()
+    data = parse_args(["--domains", "split-digits", str(fruit), "--crop_padding", "0"])[2]
+    assert [d.augmentation.crop_padding for d in build_stream(data, seed=0).domains] == [0, 0]
+
+    for flag, value in (("--n_tasks", "2"), ("--benchmark", "split-digits"), ("--class_order", "1")):
+        with pytest.raises(SystemExit) as exit_info:
+            main([*domains, flag, value, *args])
+        assert str(exit_info.value).startswith(f"hf_vitcl: error: {flag[2:]}: domains makes one task")
 
 
 @pytest.mark.parametrize("flag", ["--dataset", "--model"])

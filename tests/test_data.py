@@ -3,12 +3,13 @@ the named benchmarks and the image transforms. No network: conftest sets HF_HUB_
 
 import hashlib
 import io
+import json
 from collections import Counter
 
 import numpy as np
 import pytest
 import torch
-from conftest import CLASS_NAMES, IMAGE_SIZE, tiny_processor
+from conftest import CLASS_NAMES, IMAGE_SIZE, make_image_dataset, tiny_processor
 from datasets import ClassLabel, Dataset, Features, IterableDataset, Value
 from datasets import Image as ImageFeature
 from PIL import Image, ImageOps
@@ -710,3 +711,135 @@ def test_flip_only_augmentation_gives_the_image_or_its_mirror():
             assert np.array_equal(out, pixels[:, ::-1])
             seen["mirror"] += 1
     assert seen["same"] > 0 and seen["mirror"] > 0
+
+
+# 12. domain-incremental streams
+
+
+@pytest.fixture(scope="module")
+def fruit_splits():
+    """A second dataset: 3 classes, 5 training and 2 test images each, columns `img` and `fine_label`."""
+    return tuple(
+        make_image_dataset(n, seed=seed, num_classes=3).rename_columns(
+            {"image": "img", "label": "fine_label"}
+        )
+        for n, seed in ((5, 2), (2, 3))
+    )
+
+
+def domain_streams(tiny_splits, fruit_splits, streaming=False, **kwargs):
+    """(tiny, fruit) one-task streams, named 'tiny' and 'data/fruit', seed 0 (shuffled class orders)."""
+    splits = [tiny_splits, fruit_splits]
+    if streaming:
+        splits = [[ds.to_iterable_dataset() for ds in pair] for pair in splits]
+    names = ["tiny", "data/fruit"]
+    return [
+        TaskStream(*pair, n_tasks=1, seed=0, augmentation=NO_AUGMENTATION, name=name, **kwargs)
+        for pair, name in zip(splits, names, strict=True)
+    ]
+
+
+def test_domain_stream_offsets_names_and_global_labels(tiny_splits, fruit_splits):
+    tiny, fruit = domains = domain_streams(tiny_splits, fruit_splits)
+    assert (tiny.label_column, fruit.label_column) == ("label", "fine_label")
+    stream = TaskStream.from_domains(domains)
+    assert stream.scenario == "task-incremental" and not stream.streaming and stream.seed == 0
+    assert stream.name == "tiny+fruit"
+    assert len(stream) == 2 and stream.num_classes == 7
+    assert [task.index for task in stream] == [0, 1]
+    assert [task.offset for task in stream] == [0, 4]
+    assert [task.labels for task in stream.tasks] == [range(0, 4), range(4, 7)]
+    assert stream[1].classes == tuple(fruit.class_order) and stream[1].stream is fruit
+    assert stream.class_order == [(0, c) for c in tiny.class_order] + [(1, c) for c in fruit.class_order]
+    assert stream.task_classes == [tuple(stream.class_order[:4]), tuple(stream.class_order[4:])]
+    assert stream.class_names == [f"tiny/{n}" for n in tiny.class_names] + [
+        f"fruit/{n}" for n in fruit.class_names
+    ]
+    assert len(set(stream.class_names)) == 7  # the two datasets share class names
+
+    processor = tiny_processor()
+    for task, domain, sizes in ((stream[0], tiny, (6, 3)), (stream[1], fruit, (5, 2))):
+        for split, size in zip(("train", "test"), sizes, strict=True):
+            original = domain.subset(split, task.classes)[domain.label_column]
+            encoded = (task.train_dataset if split == "train" else task.test_dataset)(processor)[:]
+            labels = encoded["labels"].tolist()
+            assert len(labels) == size * len(task.classes)
+            # in order: each label is the domain's offset plus its class's position in the domain
+            assert labels == [task.offset + domain.class_order.index(c) for c in original]
+            assert [stream.class_order[label] for label in labels] == [(task.index, c) for c in original]
+            assert set(labels) == set(task.labels)
+        # the same pixels as the domain's own stream, whose labels start at 0
+        alone = encoded_examples(domain[0].test_dataset(processor))
+        shifted = [(label + task.offset, pixels) for label, pixels in alone]
+        assert encoded_examples(task.test_dataset(processor)) == shifted
+
+
+def test_domain_stream_description_is_json_and_names_each_class(tiny_splits, fruit_splits):
+    stream = TaskStream.from_domains(domain_streams(tiny_splits, fruit_splits), scenario="class-incremental")
+    info = stream.describe()
+    assert json.loads(json.dumps(info)) == info
+    assert info["scenario"] == "class-incremental"
+    assert [d["name"] for d in info["domains"]] == ["tiny", "data/fruit"]
+    assert [d["label_column"] for d in info["domains"]] == ["label", "fine_label"]
+    assert [d["image_column"] for d in info["domains"]] == ["image", "img"]
+    assert info["task_sizes"] == {"train": [24, 15], "test": [12, 6]}
+    # as the model card reads it: each task's classes looked up in the class order
+    for task, classes in zip(stream, info["task_classes"], strict=True):
+        names = [info["class_names"][info["class_order"].index(c)] for c in classes]
+        assert names == stream.class_names[task.labels.start : task.labels.stop]
+
+
+def test_streamed_domains_give_the_same_examples(tiny_splits, fruit_splits):
+    memory = TaskStream.from_domains(domain_streams(tiny_splits, fruit_splits))
+    streamed = TaskStream.from_domains(domain_streams(tiny_splits, fruit_splits, streaming=True))
+    assert streamed.streaming
+    assert streamed.class_order == memory.class_order and streamed.class_names == memory.class_names
+    processor = tiny_processor()
+    for a, b in zip(memory, streamed, strict=True):
+        assert b.labels == a.labels
+        test_a = encoded_examples(a.test_dataset(processor))
+        assert encoded_examples(b.test_dataset(processor)) == test_a
+        assert {label for label, _ in test_a} == set(a.labels)
+        assert encoded_examples(b.train_dataset(processor)) == encoded_examples(a.train_dataset(processor))
+    assert "task_sizes" not in streamed.describe()
+    with pytest.raises(ValueError, match=r"joint training over streamed domains is not supported"):
+        streamed.joint_task(1)
+
+
+def test_domain_joint_task_is_the_union_of_domains(tiny_splits, fruit_splits):
+    stream = TaskStream.from_domains(domain_streams(tiny_splits, fruit_splits))
+    processor = tiny_processor()
+    first = stream.joint_task(0)
+    assert first.labels == range(4)
+    assert Counter(int(ex["labels"]) for ex in first.test_dataset(processor)) == {j: 3 for j in range(4)}
+    joint = stream.joint_task(1)
+    assert joint.offset == 0 and joint.labels == range(7)
+    train = joint.train_dataset(processor)
+    assert len(train) == 24 + 15
+    assert Counter(int(ex["labels"]) for ex in train) == {**{j: 6 for j in range(4)}, 4: 5, 5: 5, 6: 5}
+    expected = encoded_examples(stream[0].test_dataset(processor)) + encoded_examples(
+        stream[1].test_dataset(processor)
+    )
+    rows = [(int(ex["labels"]), ex["pixel_values"]) for ex in joint.test_dataset(processor)]
+    assert sorted((label, pixels.numpy().tobytes()) for label, pixels in rows) == sorted(expected)
+
+
+def test_domain_stream_rejects_bad_domains(tiny_splits, fruit_splits):
+    tiny, fruit = domain_streams(tiny_splits, fruit_splits)
+    with pytest.raises(ValueError, match=r"domains: give at least one dataset"):
+        TaskStream.from_domains([])
+    two_tasks = TaskStream(*fruit_splits, n_tasks=2, name="fruit")
+    with pytest.raises(ValueError, match=r"domain 1 \('fruit'\) has 2 tasks; .*n_tasks=1"):
+        TaskStream.from_domains([tiny, two_tasks])
+    streamed = domain_streams(tiny_splits, fruit_splits, streaming=True)[1]
+    with pytest.raises(ValueError, match=r"domain 1 \('data/fruit'\) is streamed but domain 0 is in memory"):
+        TaskStream.from_domains([tiny, streamed])
+    again = TaskStream(*fruit_splits, n_tasks=1, name="other/tiny")
+    with pytest.raises(ValueError, match=r"domains 0 and 2 are both named 'tiny'"):
+        TaskStream.from_domains([tiny, fruit, again])
+    with pytest.raises(ValueError, match=r"scenario='domain-incremental' is unknown"):
+        TaskStream.from_domains([tiny, fruit], scenario="domain-incremental")
+    unnamed = TaskStream(*fruit_splits, n_tasks=1)
+    assert TaskStream.from_domains([tiny, unnamed]).class_names[4:] == [
+        "domain1/" + n for n in unnamed.class_names
+    ]

@@ -1,4 +1,5 @@
-"""`TaskStream`: a `datasets` dataset cut into a sequence of tasks by a class order.
+"""`TaskStream`: a `datasets` dataset cut into a sequence of tasks by a class order; `DomainStream`:
+datasets one after another, one task each.
 
 Class order: an explicit permutation of the dataset's classes, or a seeded shuffle
 (`numpy.random.RandomState(seed).permutation`, FACIL's rule; `seed=None` keeps the dataset's order).
@@ -13,6 +14,14 @@ task-aware matrix is the headline). Both matrices are always recorded.
 Works on a `Dataset` and on an `IterableDataset` (`streaming=True`). The image column is read
 undecoded (`Image(decode=False)`) and only decoded by the transform of the task that uses it, so
 cutting a task never decodes an image of another class.
+
+Domain-incremental streams (`TaskStream.from_domains`, as in the Visual Decathlon experiment of Takeda
+et al., ICIP 2022): each domain is a one-task `TaskStream` of its own dataset, with its own columns,
+class order and augmentation; domain d's task owns the next block of a head over all domains' classes.
+A task encodes its examples with the labels of its block, so a domain's `Task` is its own stream's
+task moved to the domain's offset. Label values repeat across datasets, so the composite names a class
+by (domain index, label value) in `class_order` and `task_classes`, and by "<domain>/<class name>" in
+`class_names`, <domain> being the last path component of the domain stream's name.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from datasets import ClassLabel, Dataset, IterableDataset, load_dataset
 from datasets import Image as ImageFeature
+from torch.utils.data import ConcatDataset
 
 from hf_vitcl.data.benchmarks import get_benchmark
 from hf_vitcl.data.transforms import Augmentation, ImageClassificationTransform
@@ -32,6 +42,12 @@ from hf_vitcl.errors import ConfigError, HubAccessError
 SCENARIOS = ("class-incremental", "task-incremental")
 IMAGE_COLUMNS = ("img", "image")
 LABEL_COLUMNS = ("label", "fine_label", "labels")
+
+
+def check_scenario(scenario: str) -> None:
+    """A `ConfigError` listing the valid scenarios unless `scenario` is one."""
+    if scenario not in SCENARIOS:
+        raise ConfigError(f"scenario='{scenario}' is unknown; valid: {', '.join(SCENARIOS)}")
 
 
 def split_classes(
@@ -138,7 +154,8 @@ def load_image_dataset(path: str, *, streaming: bool = False, revision: str | No
 
 @dataclass
 class Task:
-    """One task of a stream: its classes (dataset label values, in class order) and its label block."""
+    """One task of a stream: its classes (label values of `stream`'s dataset, in class order), its label
+    block, and the stream whose data it encodes."""
 
     index: int
     classes: tuple
@@ -150,16 +167,63 @@ class Task:
         """The remapped labels this task owns in the head."""
         return range(self.offset, self.offset + len(self.classes))
 
+    @property
+    def label_map(self) -> dict:
+        """Each class's label in the head."""
+        return dict(zip(self.classes, self.labels, strict=True))
+
     def train_dataset(self, processor):
         """Training examples (`pixel_values`, `labels`), augmented."""
-        return self.stream.encode(self.stream.subset("train", self.classes), processor, train=True)
+        return self.stream.encode(self.stream.subset("train", self.classes), processor, self.label_map, True)
 
     def test_dataset(self, processor):
         """Test examples (`pixel_values`, `labels`), not augmented."""
-        return self.stream.encode(self.stream.subset("test", self.classes), processor, train=False)
+        return self.stream.encode(self.stream.subset("test", self.classes), processor, self.label_map, False)
 
 
-class TaskStream:
+@dataclass
+class JointTask:
+    """Tasks of different datasets trained as one: the joint task of a `DomainStream`."""
+
+    index: int
+    parts: list[Task]
+
+    @property
+    def offset(self) -> int:
+        return self.parts[0].offset
+
+    @property
+    def labels(self) -> range:
+        return range(self.offset, self.parts[-1].labels.stop)
+
+    def train_dataset(self, processor) -> ConcatDataset:
+        return ConcatDataset([part.train_dataset(processor) for part in self.parts])
+
+    def test_dataset(self, processor) -> ConcatDataset:
+        return ConcatDataset([part.test_dataset(processor) for part in self.parts])
+
+
+class _Tasks:
+    """What every stream gives the trainers: its tasks (in order and by index) and its head size."""
+
+    tasks: list[Task]
+    class_order: list
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def __getitem__(self, index: int) -> Task:
+        return self.tasks[index]
+
+    def __iter__(self) -> Iterator[Task]:
+        return iter(self.tasks)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_order)
+
+
+class TaskStream(_Tasks):
     """A dataset cut into tasks; iterate over it to get `Task`s. See the module docstring."""
 
     def __init__(
@@ -179,8 +243,7 @@ class TaskStream:
         shuffle_buffer_size: int = 1000,
         name: str | None = None,
     ):
-        if scenario not in SCENARIOS:
-            raise ConfigError(f"scenario='{scenario}' is unknown; valid: {', '.join(SCENARIOS)}")
+        check_scenario(scenario)
         if isinstance(train, IterableDataset) != isinstance(test, IterableDataset):
             raise ConfigError("train and test must both be streamed (IterableDataset) or both not (Dataset)")
         self.streaming = isinstance(train, IterableDataset)
@@ -235,7 +298,7 @@ class TaskStream:
                             f"task {task.index} has no {split} examples (classes {task.classes})"
                         )
 
-    # construction from a path, a Hub id or a named benchmark
+    # construction from a path, a Hub id, a named benchmark or several one-task streams
 
     @classmethod
     def from_hub(
@@ -308,20 +371,14 @@ class TaskStream:
             **stream_kwargs,
         )
 
+    @classmethod
+    def from_domains(
+        cls, domains: Sequence[TaskStream], *, scenario: str = "task-incremental", name: str | None = None
+    ) -> DomainStream:
+        """A domain-incremental stream: one task per domain, each a one-task `TaskStream`."""
+        return DomainStream(domains, scenario=scenario, name=name)
+
     # the tasks
-
-    def __len__(self) -> int:
-        return len(self.tasks)
-
-    def __getitem__(self, index: int) -> Task:
-        return self.tasks[index]
-
-    def __iter__(self) -> Iterator[Task]:
-        return iter(self.tasks)
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_order)
 
     def joint_task(self, index: int) -> Task:
         """The union of tasks 0..index as one task (for the joint upper bound)."""
@@ -338,11 +395,12 @@ class TaskStream:
             return dataset.filter(lambda label: label in wanted, input_columns=self.label_column)
         return dataset.select(np.flatnonzero(np.isin(self._split_labels[split], list(classes))))
 
-    def encode(self, dataset, processor, train: bool):
-        """Attach the model's preprocessing (and, for training, augmentation and stream shuffling)."""
+    def encode(self, dataset, processor, label_map: dict, train: bool):
+        """Attach the model's preprocessing, labels from `label_map` (and, for training, augmentation and
+        stream shuffling)."""
         transform = ImageClassificationTransform(
             processor,
-            self.label_map,
+            label_map,
             self.image_column,
             self.label_column,
             self.augmentation if train else None,
@@ -384,3 +442,77 @@ class TaskStream:
 
     def _labels(self, dataset: Dataset) -> np.ndarray:
         return np.asarray(dataset.select_columns([self.label_column]).with_format("numpy")[self.label_column])
+
+
+class DomainStream(_Tasks):
+    """Datasets one after another, one task each (`TaskStream.from_domains`). See the module docstring."""
+
+    def __init__(
+        self, domains: Sequence[TaskStream], *, scenario: str = "task-incremental", name: str | None = None
+    ):
+        check_scenario(scenario)
+        if not domains:
+            raise ConfigError("domains: give at least one dataset")
+        self.domains = list(domains)
+        self.streaming = self.domains[0].streaming
+        names = []
+        for d, domain in enumerate(self.domains):
+            if len(domain) != 1:
+                raise ConfigError(
+                    f"domain {d} ('{domain.name}') has {len(domain)} tasks; build each domain with n_tasks=1"
+                )
+            if domain.streaming != self.streaming:
+                mode = {True: "streamed", False: "in memory"}
+                raise ConfigError(
+                    f"domain {d} ('{domain.name}') is {mode[domain.streaming]} but domain 0 is "
+                    f"{mode[self.streaming]}: stream all domains or none"
+                )
+            names.append(os.path.basename(os.path.normpath(domain.name)) if domain.name else f"domain{d}")
+            if names.count(names[-1]) > 1:
+                raise ConfigError(
+                    f"domains {names.index(names[-1])} and {d} are both named '{names[-1]}': "
+                    "give the domain streams distinct names"
+                )
+        self.scenario = scenario
+        self.name = name or "+".join(names)
+        seeds = {domain.seed for domain in self.domains}
+        self.seed = seeds.pop() if len(seeds) == 1 else None  # else in each domain's description
+        self.tasks = []
+        for d, domain in enumerate(self.domains):
+            offset = self.tasks[-1].labels.stop if self.tasks else 0
+            self.tasks.append(Task(d, domain[0].classes, offset, domain))
+        self.task_classes = [tuple((task.index, c) for c in task.classes) for task in self.tasks]
+        self.class_order = [c for classes in self.task_classes for c in classes]
+        self.class_names = [
+            f"{prefix}/{class_name}"
+            for prefix, domain in zip(names, self.domains, strict=True)
+            for class_name in domain.class_names
+        ]
+
+    def joint_task(self, index: int) -> JointTask:
+        """Domains 0..index as one task (for the joint upper bound); in-memory domains only."""
+        if self.streaming:
+            raise ConfigError(
+                "joint training over streamed domains is not supported (their union cannot be shuffled "
+                "together); use streaming=False"
+            )
+        return JointTask(index, self.tasks[: index + 1])
+
+    def describe(self) -> dict:
+        """What results.json records about the stream, with each domain's own description."""
+        domains = [domain.describe() for domain in self.domains]
+        info = {
+            "name": self.name,
+            "scenario": self.scenario,
+            "streaming": self.streaming,
+            "seed": self.seed,
+            "class_order": [list(c) for c in self.class_order],
+            "class_names": self.class_names,
+            "task_classes": [[list(c) for c in classes] for classes in self.task_classes],
+            "domains": domains,
+        }
+        if not self.streaming:
+            info["task_sizes"] = {
+                split: [domain["task_sizes"][split][0] for domain in domains] for split in ("train", "test")
+            }
+        return info
