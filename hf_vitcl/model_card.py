@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shlex
 from pathlib import Path
 
@@ -24,8 +25,9 @@ def render_task_card(result: ContinualResult, task_index: int) -> ModelCard:
     done = task_index + 1
     base_model = info["model"]["name_or_path"] or None
     metrics = result.metrics
+    checkpoint = info.get("checkpoint", {"format": "model"})
     card_data = ModelCardData(
-        library_name="transformers",
+        library_name="peft" if checkpoint["format"] == "adapter" else "transformers",
         pipeline_tag="image-classification",
         tags=["continual-learning", "hf_vitcl", info["method"]],
         base_model=base_model,
@@ -49,10 +51,13 @@ def render_task_card(result: ContinualResult, task_index: int) -> ModelCard:
         headline=headline,
         matrix=to_jsonable(result.matrix[:done, :done]),
         metrics=[
-            (name, metrics["task_aware"][name], metrics["task_agnostic"][name]) for name in METRIC_NAMES
+            (name, metrics["task_aware"][name], metrics.get("task_agnostic", {}).get(name, math.nan))
+            for name in METRIC_NAMES
         ],
         method_config=yaml.safe_dump(to_jsonable(info["method_config"]) or {}, sort_keys=False).strip(),
         command=shlex.join(["accelerate", "launch", "recipes/train.py", *info["command"][1:]]),
+        checkpoint=checkpoint,
+        adapter_name=f"task-{task_index}",
         seed=info["seed"],
         versions=", ".join(f"{k} {v}" for k, v in info["versions"].items() if v),
     )

@@ -1,8 +1,9 @@
 """Training-step time and peak memory of each method as a ratio to fine-tuning, measured in one run on
 the same model and data. Each method runs in its own process: two tasks of Split Digits (or any
 benchmark), a few warm-up steps, then `--steps` timed optimizer steps of the second task, where the
-penalties, teachers and attention recorders are active. `--repeats` rounds over all methods, in
-rotated order; each figure is a method's median over the rounds.
+penalties, teachers, attention recorders and second adapters are active (the adapters train the base
+on the first task, so task 2 is the frozen-base step of every later task). `--repeats` rounds over
+all methods, in rotated order; each figure is a method's median over the rounds.
 
     python recipes/benchmark_overhead.py                       # micro-sized ViT-Ti at 32x32 on CPU
     python recipes/benchmark_overhead.py --model base --image_size 224 --bf16   # on a GPU
@@ -32,6 +33,9 @@ VARIANTS = {
     "pad attention sym": ("pad", {"target": "attention", "asymmetric": False}),
     "pad functional asym": ("pad", {"target": "functional", "asymmetric": True}),
     "pad functional sym": ("pad", {"target": "functional", "asymmetric": False}),
+    "piggyback": ("piggyback", {"train_base_on_first_task": True}),
+    "rkr": ("rkr", {"train_base_on_first_task": True}),
+    "mask_rkr": ("mask_rkr", {"train_base_on_first_task": True}),
 }
 
 
@@ -75,16 +79,22 @@ def measure(name: str, options: argparse.Namespace) -> tuple[str, float, float]:
     from transformers import TrainerCallback, set_seed
 
     from hf_vitcl import TaskStream, load_model
-    from hf_vitcl.methods import ContinualTrainingArguments, get_method
+    from hf_vitcl.methods import ContinualTrainingArguments, TaskIncrementalTrainer, get_method
 
     method, config = VARIANTS[name]
+    trainer_class = get_method(method)
     cuda = torch.cuda.is_available() and not options.cpu
     set_seed(0)
+    # The adapters need the task id; the scenario changes nothing in the other methods' training step.
+    til = issubclass(trainer_class, TaskIncrementalTrainer)
     stream = TaskStream.from_benchmark(
-        options.benchmark, dataset=options.dataset, n_tasks=options.tasks, seed=0
+        options.benchmark,
+        dataset=options.dataset,
+        n_tasks=options.tasks,
+        seed=0,
+        scenario="task-incremental" if til else "class-incremental",
     )
     model, processor = load_model(options.model, options.arch, options.image_size)
-    trainer_class = get_method(method)
     baseline = torch.cuda.memory_allocated() if cuda else _rss_bytes()
     memory = _MemoryPeak(cuda)
     durations: list[float] = []

@@ -10,7 +10,7 @@ from conftest import tiny_args, tiny_processor, tiny_swin, tiny_vit
 from transformers import AutoModelForImageClassification
 
 from hf_vitcl.data import Augmentation, TaskStream
-from hf_vitcl.methods import METHODS, ContinualTrainer, JointTrainer, MethodConfig
+from hf_vitcl.methods import METHODS, ContinualTrainer, JointTrainer, MethodConfig, TaskIncrementalTrainer
 from hf_vitcl.models import grow_classifier
 
 NO_AUGMENTATION = Augmentation(crop_padding=0, horizontal_flip=False)
@@ -65,7 +65,13 @@ def _accuracy_by_hand(model, stream, task, processor):
     return 100 * aware.float().mean().item(), 100 * agnostic.float().mean().item()
 
 
-@pytest.mark.parametrize("method", sorted(METHODS))
+# The task-incremental adapters have their own generic test in test_adapters.py.
+ONE_MODEL_METHODS = sorted(
+    name for name, cls in METHODS.items() if not issubclass(cls, TaskIncrementalTrainer)
+)
+
+
+@pytest.mark.parametrize("method", ONE_MODEL_METHODS)
 @pytest.mark.parametrize("arch", sorted(MODELS))
 def test_fit_three_tasks_gives_matrix_and_reloadable_checkpoints(method, arch, tiny_splits, tmp_path):
     stream = make_stream(tiny_splits, n_tasks=3)

@@ -56,6 +56,8 @@ class ContinualResult:
 
     `task_aware`: argmax over task j's classes; `task_agnostic`: argmax over all classes seen.
     `matrix` is the headline one: task-agnostic for class-incremental, task-aware for task-incremental.
+    A method with one head per task (the task-incremental adapters) has no task-agnostic accuracy: it
+    records NaN there, and that matrix gets no metrics.
     """
 
     task_aware: np.ndarray
@@ -75,6 +77,11 @@ class ContinualResult:
         return int((~np.isnan(np.diag(self.task_aware))).sum())
 
     @property
+    def has_task_agnostic(self) -> bool:
+        """Whether the task-agnostic matrix was measured (False for one head per task)."""
+        return not np.isnan(np.diag(self.task_agnostic)[: self.tasks_done]).all()
+
+    @property
     def matrix(self) -> np.ndarray:
         return self.task_agnostic if self.scenario == "class-incremental" else self.task_aware
 
@@ -91,10 +98,10 @@ class ContinualResult:
         if done == 0:
             return {}
         sizes = self.task_sizes[:done]
-        return {
-            "task_aware": summarize(self.task_aware[:done, :done], sizes),
-            "task_agnostic": summarize(self.task_agnostic[:done, :done], sizes),
-        }
+        metrics = {"task_aware": summarize(self.task_aware[:done, :done], sizes)}
+        if self.has_task_agnostic:
+            metrics["task_agnostic"] = summarize(self.task_agnostic[:done, :done], sizes)
+        return metrics
 
     def to_dict(self) -> dict:
         return {
@@ -123,6 +130,10 @@ class ContinualResult:
         lines.append(f"{'metric':<30}{'task-aware':>14}{'task-agnostic':>16}")
         metrics = self.metrics
         for key in ("final_accuracy", "average_incremental_accuracy", "forgetting", "bwt", "plasticity"):
-            aware, agnostic = metrics["task_aware"][key], metrics["task_agnostic"][key]
-            lines.append(f"{key:<30}{aware:>14.2f}{agnostic:>16.2f}")
+            agnostic = f"{metrics['task_agnostic'][key]:.2f}" if "task_agnostic" in metrics else "n/a"
+            lines.append(f"{key:<30}{metrics['task_aware'][key]:>14.2f}{agnostic:>16}")
+        for added in self.info.get("task_additions", []):
+            lines.append(
+                f"{added['adapter']}: {added['parameters']:,} parameters, {added['bytes']:,} bytes saved"
+            )
         return "\n".join(lines)

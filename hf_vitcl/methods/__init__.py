@@ -7,12 +7,27 @@ from hf_vitcl.methods.finetune import FinetuneTrainer
 from hf_vitcl.methods.joint import JointTrainer
 from hf_vitcl.methods.lwf import LwFConfig, LwFTrainer
 from hf_vitcl.methods.mas import MASConfig, MASTrainer
+from hf_vitcl.methods.mask_rkr import MaskRKRMethodConfig, MaskRKRTrainer
 from hf_vitcl.methods.pad import PADConfig, PADTrainer
+from hf_vitcl.methods.piggyback import PiggybackMethodConfig, PiggybackTrainer
+from hf_vitcl.methods.rkr import RKRMethodConfig, RKRTrainer
 from hf_vitcl.methods.si import SIConfig, SITrainer
+from hf_vitcl.methods.task_incremental import TaskIncrementalConfig, TaskIncrementalTrainer
 
 METHODS: dict[str, type[ContinualTrainer]] = {
     cls.method_name: cls
-    for cls in (FinetuneTrainer, JointTrainer, EWCTrainer, SITrainer, MASTrainer, LwFTrainer, PADTrainer)
+    for cls in (
+        FinetuneTrainer,
+        JointTrainer,
+        EWCTrainer,
+        SITrainer,
+        MASTrainer,
+        LwFTrainer,
+        PADTrainer,
+        PiggybackTrainer,
+        RKRTrainer,
+        MaskRKRTrainer,
+    )
 }
 
 
@@ -41,5 +56,13 @@ __all__ = [
     "PADTrainer",
     "SIConfig",
     "SITrainer",
+    "MaskRKRMethodConfig",
+    "MaskRKRTrainer",
+    "PiggybackMethodConfig",
+    "PiggybackTrainer",
+    "RKRMethodConfig",
+    "RKRTrainer",
+    "TaskIncrementalConfig",
+    "TaskIncrementalTrainer",
     "get_method",
 ]

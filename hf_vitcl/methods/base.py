@@ -5,7 +5,10 @@
 - `begin_task(task)` / `end_task(task)`: snapshot a teacher, compute importances, ...;
 - `extra_loss(model, inputs, outputs)`: a regulariser added to the classification loss in training;
 - `loss_classes(task)`: the classes the cross-entropy runs over;
-- `task_train_dataset(task)`: what the task trains on (the joint baseline trains on all tasks so far).
+- `task_train_dataset(task)`: what the task trains on (the joint baseline trains on all tasks so far);
+- `prepare_model(task)`, `task_predictions(task)`, `evaluate_task(task)`, `save_task_checkpoint(task, dir)`,
+  `task_additions(task)`: how the model changes per task, is evaluated, saved and costed (one grown head
+  here; one adapter per task for the task-incremental adapters).
 
 Per task: the head grows to the classes seen so far (old rows copied), optimizer and scheduler are
 rebuilt (so new parameters are in them), the normal `Trainer.train()` loop runs, every seen task is
@@ -116,6 +119,44 @@ class ContinualTrainer(Trainer):
     def task_train_dataset(self, task: Task):
         return task.train_dataset(self.processing_class)
 
+    def prepare_model(self, task: Task) -> None:
+        """Before `task`: grow the head to the classes seen so far (old rows copied)."""
+        grow_classifier(
+            self.model,
+            self.stream.class_names[: task.labels.stop],
+            keep=self.classes_seen,
+            seed=self.args.seed + task.index,
+        )
+
+    def task_predictions(self, task: Task) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and labels on `task`'s test set, gathered over all processes by `Trainer.predict`."""
+        prediction = self.predict(
+            task.test_dataset(self.processing_class), metric_key_prefix=f"test_task{task.index}"
+        )
+        logits = (
+            prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+        )
+        return torch.as_tensor(logits), torch.as_tensor(prediction.label_ids)
+
+    def evaluate_task(self, task: Task) -> tuple[float, float, int]:
+        """Task-aware and task-agnostic accuracy (%) on `task`'s test set, and its size."""
+        logits, labels = self.task_predictions(task)
+        agnostic = logits.argmax(-1) == labels
+        aware = logits[:, task.labels.start : task.labels.stop].argmax(-1) + task.offset == labels
+        return 100.0 * aware.float().mean().item(), 100.0 * agnostic.float().mean().item(), len(labels)
+
+    def save_task_checkpoint(self, task: Task, task_dir: str) -> None:
+        """The model after `task`: a plain HF checkpoint."""
+        self.save_model(task_dir)
+
+    def checkpoint_info(self) -> dict:
+        """What `task-<t>/` holds, for its model card: here a whole model."""
+        return {"format": "model"}
+
+    def task_additions(self, task: Task) -> dict | None:
+        """What `task` added to the model (e.g. parameters and bytes of its adapter), for results.json."""
+        return None
+
     # the loss
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -146,6 +187,7 @@ class ContinualTrainer(Trainer):
             info={
                 "method": self.method_name,
                 "method_config": asdict(self.method_config),
+                "checkpoint": self.checkpoint_info(),
                 "stream": info,
                 "seed": self.args.seed,
                 "world_size": self.args.world_size,
@@ -167,12 +209,7 @@ class ContinualTrainer(Trainer):
         for task in stream:
             task_started = time.perf_counter()
             self.task = task
-            grow_classifier(
-                self.model,
-                stream.class_names[: task.labels.stop],
-                keep=self.classes_seen,
-                seed=self.args.seed + task.index,
-            )
+            self.prepare_model(task)
             self.classes_seen = task.labels.stop
             self.train_dataset = self.task_train_dataset(task)
             # A new optimizer and DDP wrapper per task: both must see the grown head (and new parameters).
@@ -183,6 +220,9 @@ class ContinualTrainer(Trainer):
             self.model_wrapped = self.model  # hooks and evaluation see the plain model, not the wrapper
             self.end_task(task)
             result.record(task.index, *self.evaluate_seen_tasks(task.index))
+            additions = self.task_additions(task)
+            if additions is not None:
+                result.info.setdefault("task_additions", []).append(additions)
             result.info["task_seconds"].append(time.perf_counter() - task_started)
             result.info["wall_seconds"] = time.perf_counter() - started
             self._write_task_outputs(task, result)
@@ -190,29 +230,15 @@ class ContinualTrainer(Trainer):
 
     def evaluate_seen_tasks(self, last: int) -> tuple[list[float], list[float], list[int]]:
         """Task-aware and task-agnostic accuracy (%) on the test sets of tasks 0..last, and their sizes."""
-        task_aware, task_agnostic, sizes = [], [], []
-        for task in self.stream.tasks[: last + 1]:
-            prediction = self.predict(
-                task.test_dataset(self.processing_class), metric_key_prefix=f"test_task{task.index}"
-            )
-            logits = (
-                prediction.predictions[0]
-                if isinstance(prediction.predictions, tuple)
-                else prediction.predictions
-            )
-            logits, labels = torch.as_tensor(logits), torch.as_tensor(prediction.label_ids)
-            agnostic = logits.argmax(-1) == labels
-            aware = logits[:, task.labels.start : task.labels.stop].argmax(-1) + task.offset == labels
-            task_aware.append(100.0 * aware.float().mean().item())
-            task_agnostic.append(100.0 * agnostic.float().mean().item())
-            sizes.append(len(labels))
+        rows = [self.evaluate_task(task) for task in self.stream.tasks[: last + 1]]
+        task_aware, task_agnostic, sizes = (list(column) for column in zip(*rows, strict=True))
         return task_aware, task_agnostic, sizes
 
     def _write_task_outputs(self, task: Task, result: ContinualResult) -> None:
         output_dir = self.args.output_dir
         task_dir = os.path.join(output_dir, f"task-{task.index}")
         if self.args.save_task_checkpoints:
-            self.save_model(task_dir)
+            self.save_task_checkpoint(task, task_dir)
         if self.is_world_process_zero():
             if self.args.save_task_checkpoints:
                 render_task_card(result, task.index).save(os.path.join(task_dir, "README.md"))
@@ -221,7 +247,7 @@ class ContinualTrainer(Trainer):
             plot_accuracy(
                 os.path.join(output_dir, PLOT_FILE),
                 result.task_aware[:done, :done],
-                result.task_agnostic[:done, :done],
+                result.task_agnostic[:done, :done] if result.has_task_agnostic else None,
                 title=f"{self.method_name} on {self.stream.name}",
             )
 
