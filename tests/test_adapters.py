@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_args, tiny_processor, tiny_swin, tiny_vit
+from conftest import make_image_dataset, tiny_args, tiny_processor, tiny_swin, tiny_vit
 from peft import PeftModel, get_peft_model
 from safetensors.torch import save_file
 from torch import nn
@@ -349,3 +349,22 @@ def test_cross_entropy_uses_the_task_head_on_local_labels(tiny_splits, tmp_path)
     loss = trainer.compute_loss(trainer.model, batch)
     expected = F.cross_entropy(logits(trainer.model, batch["pixel_values"]), batch["labels"] - task.offset)
     torch.testing.assert_close(loss, expected)
+
+
+def test_domain_stream_gives_each_task_a_head_of_its_own_size(tiny_splits, tmp_path):
+    train, test = tiny_splits
+    augmentation = Augmentation(crop_padding=0, horizontal_flip=False)
+    other = make_image_dataset(5, seed=4, num_classes=3), make_image_dataset(2, seed=5, num_classes=3)
+    stream = TaskStream.from_domains(
+        [
+            TaskStream(*pair, n_tasks=1, seed=0, augmentation=augmentation, name=name)
+            for pair, name in (((train, test), "four"), (other, "three"))
+        ]
+    )
+    args, processor = tiny_args(tmp_path), tiny_processor()
+    result = METHODS["mask_rkr"](model=tiny_vit(), args=args, processing_class=processor).fit(stream)
+    for index, classes in enumerate((4, 3)):
+        config = json.loads((tmp_path / f"task-{index}" / "adapter_config.json").read_text())
+        assert config["num_classes"] == classes
+        assert all(name.startswith(("four/", "three/")[index]) for name in config["id2label"].values())
+    assert result.task_sizes == [12, 6] and result.metrics["task_aware"]["bwt"] == 0.0

@@ -31,6 +31,8 @@ BASE_DIR = "base"
 
 @dataclass
 class TaskIncrementalConfig(MethodConfig):
+    """Options of every task-incremental adapter method (each adds its adapter's own)."""
+
     target_modules: list[str] = field(
         default_factory=lambda: list(ENCODER_LINEAR_LAYERS),
         metadata={"help": "Linear layers that get a per-task adapter (suffix match); the head is per task."},
