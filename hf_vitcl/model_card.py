@@ -25,7 +25,7 @@ def render_task_card(result: ContinualResult, task_index: int) -> ModelCard:
     done = task_index + 1
     base_model = info["model"]["name_or_path"] or None
     metrics = result.metrics
-    checkpoint = info.get("checkpoint", {"format": "model"})
+    checkpoint = info["checkpoint"]
     card_data = ModelCardData(
         library_name="peft" if checkpoint["format"] == "adapter" else "transformers",
         pipeline_tag="image-classification",
