@@ -1,6 +1,6 @@
 """Continual learning for Vision Transformers, built on the Hugging Face stack."""
 
-from hf_vitcl import adapters
+from hf_vitcl import adapters, attention
 from hf_vitcl.data import BENCHMARKS, Augmentation, Task, TaskStream
 from hf_vitcl.errors import ConfigError, HubAccessError
 from hf_vitcl.evaluation.results import ContinualResult
@@ -18,6 +18,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BENCHMARKS",
     "adapters",
+    "attention",
     "METHODS",
     "Augmentation",
     "ConfigError",

@@ -17,12 +17,13 @@ from dataclasses import dataclass, field
 import yaml
 from transformers import HfArgumentParser, set_seed
 
+from hf_vitcl.attention.lpa import apply_lpa
 from hf_vitcl.data import BENCHMARKS, Augmentation, Benchmark, TaskStream, get_benchmark
 from hf_vitcl.data.stream import DomainStream
 from hf_vitcl.errors import ConfigError
 from hf_vitcl.evaluation.results import ContinualResult
 from hf_vitcl.methods import ContinualTrainingArguments, get_method
-from hf_vitcl.models import SIZES, load_model
+from hf_vitcl.models import SIZES, ViTShape, load_model
 
 DEFAULT_BENCHMARK = "split-digits"
 # The recipe's defaults: the embedded Split Digits run, a few minutes on a CPU.
@@ -55,6 +56,19 @@ class ModelArguments:
         default=None, metadata={"help": "Input size of a from-scratch model (default: the benchmark's)."}
     )
     patch_size: int | None = field(default=None, metadata={"help": "Patch size of a from-scratch model."})
+    hidden_size: int | None = field(default=None, metadata={"help": "Width of a from-scratch ViT."})
+    num_hidden_layers: int | None = field(default=None, metadata={"help": "Blocks of a from-scratch ViT."})
+    num_attention_heads: int | None = field(default=None, metadata={"help": "Heads of a from-scratch ViT."})
+    lpa_layers: list[int] | None = field(
+        default=None,
+        metadata={"help": "Blocks (0-based) given Locality-Preserved Attention (ViT only; default: none)."},
+    )
+    lpa_content_init_std: float = field(
+        default=0.02, metadata={"help": "LPA: standard deviation of the content weight's initialisation."}
+    )
+    lpa_locality_strength: float = field(
+        default=1.0, metadata={"help": "LPA: locality strength α of the local initialisation."}
+    )
 
 
 @dataclass
@@ -269,7 +283,15 @@ def run(argv: list[str] | None = None) -> ContinualResult:
     if image_size is None and data_args.benchmark and model_args.model in SIZES.get(model_args.arch, {}):
         image_size = get_benchmark(data_args.benchmark).image_size
     set_seed(training_args.seed)
-    model, processor = load_model(model_args.model, model_args.arch, image_size, model_args.patch_size)
+    shape = ViTShape(model_args.hidden_size, model_args.num_hidden_layers, model_args.num_attention_heads)
+    model, processor = load_model(model_args.model, model_args.arch, image_size, model_args.patch_size, shape)
+    if model_args.lpa_layers is not None:
+        model = apply_lpa(
+            model,
+            model_args.lpa_layers,
+            content_init_std=model_args.lpa_content_init_std,
+            locality_strength=model_args.lpa_locality_strength,
+        )
     trainer = get_method(run_args.method)(
         model=model, args=training_args, method_config=method_config, processing_class=processor
     )

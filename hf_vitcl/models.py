@@ -8,6 +8,7 @@ Patch and window sizes adapt to small images (32x32 data gets 4x4 ViT patches, 2
 from __future__ import annotations
 
 import os
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
@@ -21,6 +22,7 @@ from transformers import (
     ViTImageProcessorPil,
 )
 
+from hf_vitcl.attention.lpa import ViTLPAConfig
 from hf_vitcl.data.transforms import processor_image_size
 from hf_vitcl.errors import ConfigError, HubAccessError
 
@@ -38,12 +40,42 @@ SWIN_SIZES = {
     "base": dict(embed_dim=128, depths=[2, 2, 18, 2], num_heads=[4, 8, 16, 32]),
 }
 SIZES = {"vit": VIT_SIZES, "swin": SWIN_SIZES}
+# Model types a checkpoint may have: the architectures, and ViT with Locality-Preserved Attention.
+MODEL_TYPES = (*ARCHITECTURES, ViTLPAConfig.model_type)
+
+
+@dataclass(frozen=True)
+class ViTShape:
+    """Changes to a from-scratch ViT size: width, depth and heads (the MLP keeps the size's width ratio)."""
+
+    hidden_size: int | None = None
+    num_hidden_layers: int | None = None
+    num_attention_heads: int | None = None
+
+    def given(self) -> list[str]:
+        return [name for name, value in asdict(self).items() if value is not None]
+
+    def apply(self, dimensions: dict) -> dict:
+        changed = {**dimensions, **{name: getattr(self, name) for name in self.given()}}
+        if any(changed[name] < 1 for name in self.given()):
+            raise ConfigError(f"{', '.join(self.given())}: must be positive")
+        if changed["hidden_size"] % changed["num_attention_heads"]:
+            raise ConfigError(
+                f"hidden_size={changed['hidden_size']} must be a multiple of "
+                f"num_attention_heads={changed['num_attention_heads']}"
+            )
+        ratio = dimensions["intermediate_size"] // dimensions["hidden_size"]
+        return {**changed, "intermediate_size": ratio * changed["hidden_size"]}
 
 
 def model_config_from_scratch(
-    size: str, arch: str = "vit", image_size: int = 224, patch_size: int | None = None
+    size: str,
+    arch: str = "vit",
+    image_size: int = 224,
+    patch_size: int | None = None,
+    shape: ViTShape | None = None,
 ) -> ViTConfig | SwinConfig:
-    """The config of a randomly initialised ViT or Swin of a named size."""
+    """The config of a randomly initialised ViT or Swin of a named size, a ViT's `shape` changed."""
     if arch not in ARCHITECTURES:
         raise ConfigError(f"arch='{arch}' is unknown; valid: {', '.join(ARCHITECTURES)}")
     if size not in SIZES[arch]:
@@ -51,8 +83,13 @@ def model_config_from_scratch(
     small_images = image_size <= 64
     if arch == "vit":
         patch_size = patch_size or (4 if small_images else 16)
-        config = ViTConfig(image_size=image_size, patch_size=patch_size, **VIT_SIZES[size])
+        dimensions = VIT_SIZES[size] if shape is None else shape.apply(VIT_SIZES[size])
+        config = ViTConfig(image_size=image_size, patch_size=patch_size, **dimensions)
     else:
+        if shape is not None and shape.given():
+            raise ConfigError(
+                f"{shape.given()[0]}: changes a from-scratch ViT's shape; Swin keeps its size's"
+            )
         patch_size = patch_size or (2 if small_images else 4)
         config = SwinConfig(
             image_size=image_size,
@@ -73,12 +110,16 @@ def check_patch_size(config) -> None:
 
 
 def load_model(
-    model: str, arch: str = "vit", image_size: int | None = None, patch_size: int | None = None
+    model: str,
+    arch: str = "vit",
+    image_size: int | None = None,
+    patch_size: int | None = None,
+    shape: ViTShape | None = None,
 ) -> tuple[nn.Module, ViTImageProcessorPil]:
     """A classifier and its image processor: `model` is a size (`tiny`, `small`, `base`), a local
     checkpoint folder or a Hub id. A from-scratch model normalises with mean = std = 0.5."""
     if model in SIZES.get(arch, {}):
-        config = model_config_from_scratch(model, arch, image_size or 224, patch_size)
+        config = model_config_from_scratch(model, arch, image_size or 224, patch_size, shape)
         classifier = (ViTForImageClassification if arch == "vit" else SwinForImageClassification)(config)
         size = config.image_size
         processor = ViTImageProcessorPil(
@@ -98,8 +139,12 @@ def load_model(
         if model in {s for sizes in SIZES.values() for s in sizes}:
             raise ConfigError(f"model size '{model}' is not available for arch='{arch}'") from err
         raise HubAccessError("model", model) from err
-    if config.model_type not in ARCHITECTURES:
-        raise ConfigError(f"model '{model}' is a {config.model_type}; supported: {', '.join(ARCHITECTURES)}")
+    if config.model_type not in MODEL_TYPES:
+        raise ConfigError(f"model '{model}' is a {config.model_type}; supported: {', '.join(MODEL_TYPES)}")
+    if shape is not None and shape.given():
+        raise ConfigError(
+            f"{shape.given()[0]}: only a from-scratch model's shape can be chosen, not '{model}''s"
+        )
     if image_size is not None and image_size != config.image_size:
         raise ConfigError(
             f"image_size={image_size} does not fit model '{model}', which takes {config.image_size}x"

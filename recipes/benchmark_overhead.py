@@ -1,7 +1,7 @@
 """Training-step time and peak memory of each method as a ratio to fine-tuning, measured in one run on
 the same model and data. Each method runs in its own process: two tasks of Split Digits (or any
 benchmark), a few warm-up steps, then `--steps` timed optimizer steps of the second task, where the
-penalties, teachers, attention recorders and second adapters are active (the adapters train the base
+penalties, teachers, attention recorders, second adapters and LPA are active (the adapters train the base
 on the first task, so task 2 is the frozen-base step of every later task). `--repeats` rounds over
 all methods, in rotated order; each figure is a method's median over the rounds.
 
@@ -23,19 +23,22 @@ import tempfile
 import threading
 import time
 
+# name: (method, its config, whether every block gets Locality-Preserved Attention)
 VARIANTS = {
-    "finetune": ("finetune", {}),
-    "ewc": ("ewc", {}),
-    "si": ("si", {}),
-    "mas": ("mas", {}),
-    "lwf": ("lwf", {}),
-    "pad attention asym": ("pad", {"target": "attention", "asymmetric": True}),
-    "pad attention sym": ("pad", {"target": "attention", "asymmetric": False}),
-    "pad functional asym": ("pad", {"target": "functional", "asymmetric": True}),
-    "pad functional sym": ("pad", {"target": "functional", "asymmetric": False}),
-    "piggyback": ("piggyback", {"train_base_on_first_task": True}),
-    "rkr": ("rkr", {"train_base_on_first_task": True}),
-    "mask_rkr": ("mask_rkr", {"train_base_on_first_task": True}),
+    "finetune": ("finetune", {}, False),
+    "ewc": ("ewc", {}, False),
+    "si": ("si", {}, False),
+    "mas": ("mas", {}, False),
+    "lwf": ("lwf", {}, False),
+    "pad attention asym": ("pad", {"target": "attention", "asymmetric": True}, False),
+    "pad attention sym": ("pad", {"target": "attention", "asymmetric": False}, False),
+    "pad functional asym": ("pad", {"target": "functional", "asymmetric": True}, False),
+    "pad functional sym": ("pad", {"target": "functional", "asymmetric": False}, False),
+    "piggyback": ("piggyback", {"train_base_on_first_task": True}, False),
+    "rkr": ("rkr", {"train_base_on_first_task": True}, False),
+    "mask_rkr": ("mask_rkr", {"train_base_on_first_task": True}, False),
+    "kd": ("kd", {}, False),
+    "finetune + lpa": ("finetune", {}, True),  # LPA in every block
 }
 
 
@@ -79,9 +82,10 @@ def measure(name: str, options: argparse.Namespace) -> tuple[str, float, float]:
     from transformers import TrainerCallback, set_seed
 
     from hf_vitcl import TaskStream, load_model
+    from hf_vitcl.attention import apply_lpa
     from hf_vitcl.methods import ContinualTrainingArguments, TaskIncrementalTrainer, get_method
 
-    method, config = VARIANTS[name]
+    method, config, lpa = VARIANTS[name]
     trainer_class = get_method(method)
     cuda = torch.cuda.is_available() and not options.cpu
     set_seed(0)
@@ -95,6 +99,8 @@ def measure(name: str, options: argparse.Namespace) -> tuple[str, float, float]:
         scenario="task-incremental" if til else "class-incremental",
     )
     model, processor = load_model(options.model, options.arch, options.image_size)
+    if lpa:
+        model = apply_lpa(model, layers=range(model.config.num_hidden_layers))
     baseline = torch.cuda.memory_allocated() if cuda else _rss_bytes()
     memory = _MemoryPeak(cuda)
     durations: list[float] = []

@@ -219,3 +219,35 @@ def test_real_cifar10_is_cut_into_five_tasks():
 def test_every_shipped_config_parses(config):
     run_args, *_, method_config = parse_args(["--config", str(config)])
     assert type(method_config) is METHODS[run_args.method].config_class
+
+
+def test_lpa_and_shape_flags_build_the_model(tiny_folder, tmp_path):
+    flags = ["--dataset", str(tiny_folder), *TINY_RUN, "--output_dir", str(tmp_path / "run")]
+    shape = ["--hidden_size", "36", "--num_hidden_layers", "3", "--num_attention_heads", "9"]
+    lpa = ["--lpa_layers", "0", "2", "--lpa_content_init_std", "0.1", "--lpa_locality_strength", "2"]
+    run([*flags, *shape, *lpa, "--method", "kd", "--memory_size", "8", "--attention_distance_images", "4"])
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    config = saved["model"]["config"]
+    assert config["model_type"] == "vit_lpa" and config["lpa_layers"] == [0, 2]
+    assert (config["hidden_size"], config["num_hidden_layers"], config["num_attention_heads"]) == (36, 3, 9)
+    assert config["intermediate_size"] == 72  # micro's MLP ratio 2
+    assert [len(task) for task in saved["attention_distance"]] == [3, 3]
+    assert saved["memory"][-1]["per_class"] == {"0": 2, "1": 2, "2": 2, "3": 2}
+    model = AutoModelForImageClassification.from_pretrained(tmp_path / "run" / "task-1")
+    assert model.vit.layers[2].attention.lpa.locality_strength == 2.0
+    assert "once hf_vitcl is imported" in (tmp_path / "run" / "task-1" / "README.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--arch", "swin", "--hidden_size", "32"], "hidden_size: changes a from-scratch ViT"),
+        (["--arch", "swin", "--lpa_layers", "0"], "lpa_layers: LPA applies to ViTForImageClassification"),
+        (["--lpa_layers", "4"], r"lpa_layers=\[4\].*\[0, 4\)"),
+        (["--hidden_size", "30"], "hidden_size=30 must be a multiple of num_attention_heads=4"),
+    ],
+)
+def test_bad_model_flags_fail_before_training(flags, message, tiny_folder, tmp_path):
+    with pytest.raises(ValueError, match=message):
+        run(["--dataset", str(tiny_folder), *TINY_RUN, "--output_dir", str(tmp_path / "run"), *flags])
+    assert not (tmp_path / "run").exists()

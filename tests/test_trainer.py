@@ -218,3 +218,48 @@ def test_bad_trainer_inputs(tmp_path):
 
     with pytest.raises(ValueError, match="method_config.*OtherConfig"):
         ConfiguredTrainer(model=tiny_vit(), args=tiny_args(tmp_path), method_config=MethodConfig())
+
+
+class DatasetSizeRecorder(ContinualTrainer):
+    """Fine-tuning that records each task's training-set size and cross-entropy rows."""
+
+    def begin_task(self, task):
+        self.seen_by_task = getattr(self, "seen_by_task", []) + [
+            (len(self.train_dataset), self.loss_classes(task))
+        ]
+
+
+def test_memory_replays_exemplars_with_a_loss_over_all_seen_classes(tiny_splits, tmp_path):
+    stream = make_stream(tiny_splits)  # 2 tasks of 2 classes, 6 training images per class
+    args = tiny_args(tmp_path, memory_size=4, memory_selection="random", loss_scope="current")
+    trainer = DatasetSizeRecorder(model=tiny_vit(), args=args, processing_class=tiny_processor())
+    result = trainer.fit(stream)
+    # task 1: its 12 images; task 2: its 12 images + 2 exemplars of each of the first task's 2 classes
+    assert trainer.seen_by_task == [(12, range(0, 2)), (16, range(0, 4))]
+    assert [entry["per_class"] for entry in result.info["memory"]] == [{0: 2, 1: 2}, {0: 1, 1: 1, 2: 1, 3: 1}]
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["memory"][-1]["size"] == 4
+
+
+def test_memory_settings_are_checked_before_training(tiny_splits, tmp_path):
+    stream = make_stream(tiny_splits)
+    train, test = tiny_splits
+    streamed = TaskStream(train.to_iterable_dataset(), test.to_iterable_dataset(), n_tasks=2)
+    with pytest.raises(ValueError, match="memory_selection='kmeans'.*herding, random"):
+        tiny_args(tmp_path, memory_size=4, memory_selection="kmeans")
+    with pytest.raises(ValueError, match="memory_size=-1 must be 0"):
+        tiny_args(tmp_path, memory_size=-1)
+    with pytest.raises(ValueError, match="attention_distance_images=-3 must be 0"):
+        tiny_args(tmp_path, attention_distance_images=-3)
+    cases = [
+        (JointTrainer, stream, 4, "memory_size: joint does not replay"),
+        (ContinualTrainer, stream, 3, "memory_size=3 leaves no exemplar per class.*4 classes"),
+        (ContinualTrainer, streamed, 4, "in-memory dataset; drop streaming"),
+    ]
+    for cls, case_stream, size, message in cases:
+        trainer = cls(
+            model=tiny_vit(), args=tiny_args(tmp_path, memory_size=size), processing_class=tiny_processor()
+        )
+        with pytest.raises(ValueError, match=message):
+            trainer.fit(case_stream)
+        assert not (tmp_path / "results.json").exists()

@@ -11,6 +11,8 @@ under ``RECORDING_IMPLEMENTATION`` computes, for a recorded layer, explicitly
 and keeps the requested ones, without detaching, so that losses on them reach q/k/v. Every other layer
 is delegated to the implementation the model ran before (``sdpa`` by default), keeping its fast path.
 
+In a ViT block with Locality-Preserved Attention (`hf_vitcl.attention.lpa`) ``logits`` are LPA's logits.
+
 Swin: the recorded ``logits`` are the pure content logits Q Kᵀ/√d. Swin passes the relative-position
 bias plus the shifted-window mask as ``attention_mask``; the mask adds −100 to pairs of tokens that are
 not neighbours in the image, constants that carry no information about the input and would dominate
@@ -61,11 +63,15 @@ def attention_modules(model: nn.Module) -> list[nn.Module]:
     return modules
 
 
-def _attend(module, query, key, value, attention_mask, scaling, dropout):
-    """(logits, probs, dropped probs, context) of softmax(QKᵀ·scale + mask)V, as transformers' eager."""
+def explicit_attention(module, query, key, value, attention_mask, scaling, dropout):
+    """(logits, probs, dropped probs, context) of softmax(logits + mask)V, as transformers' eager, with
+    logits = QKᵀ·scale, or LPA's logits from them in a block carrying an ``lpa`` module."""
     if scaling is None:
         scaling = query.size(-1) ** -0.5
     logits = torch.matmul(query, key.transpose(-1, -2)) * scaling
+    lpa = getattr(module, "lpa", None)
+    if lpa is not None:
+        logits = lpa(logits)
     scores = logits if attention_mask is None else logits + attention_mask
     probs = nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
     dropped = nn.functional.dropout(probs, p=dropout, training=module.training)
@@ -74,7 +80,7 @@ def _attend(module, query, key, value, attention_mask, scaling, dropout):
 
 def _eager(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
     """transformers' eager attention: (context as (B, N, H, d), attention weights)."""
-    _, _, dropped, context = _attend(module, query, key, value, attention_mask, scaling, dropout)
+    _, _, dropped, context = explicit_attention(module, query, key, value, attention_mask, scaling, dropout)
     return context.transpose(1, 2).contiguous(), dropped
 
 
@@ -87,7 +93,9 @@ def record_attention(module, query, key, value, attention_mask, scaling=None, dr
         previous = recorder.previous_implementation if recorder is not None else "eager"
         attend = ALL_ATTENTION_FUNCTIONS.get_interface(previous, _eager)
         return attend(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
-    logits, probs, dropped, context = _attend(module, query, key, value, attention_mask, scaling, dropout)
+    logits, probs, dropped, context = explicit_attention(
+        module, query, key, value, attention_mask, scaling, dropout
+    )
     for target, tensor in zip(TARGETS, (logits, probs, context), strict=True):
         if target in recorder.records:
             recorder.records[target].append(tensor)

@@ -1,10 +1,12 @@
-"""PNG plots of continual-learning accuracy matrices (Agg canvas, no global pyplot state)."""
+"""PNG plots of continual-learning accuracy matrices and attention distances (Agg canvas, no global
+pyplot state)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -13,7 +15,7 @@ from numpy.typing import ArrayLike
 
 from hf_vitcl.evaluation.metrics import accuracy_per_task, check_accuracy_matrix
 
-__all__ = ["plot_accuracy"]
+__all__ = ["plot_accuracy", "plot_attention_distance"]
 
 
 def plot_accuracy(
@@ -75,6 +77,47 @@ def plot_accuracy(
     if title is not None:
         fig.suptitle(title)
 
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", dpi=100)
+    return path
+
+
+def plot_attention_distance(
+    path: str | os.PathLike, runs: dict[str, list[list[list[float]]]], title: str | None = None
+) -> Path:
+    """Write a PNG of the mean attention distance of each block (averaged over its heads) against the tasks
+    trained, one colour per block and one line style per run: ``runs`` maps a run's label to its
+    ``results.json`` entry ``attention_distance`` (task × block × head). Rising curves are the locality
+    degradation of Zheng et al. (ICME 2023)."""
+    if not runs:
+        raise ValueError("plot_attention_distance needs at least one run")
+    fig = Figure(figsize=(6.5, 4.5), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    colours = matplotlib.colormaps["viridis"]
+    styles = ("-", "--", ":", "-.")
+    for run_index, (label, distances) in enumerate(runs.items()):
+        per_block = np.array([[np.mean(heads) for heads in task] for task in distances])  # task × block
+        tasks = np.arange(1, per_block.shape[0] + 1)
+        blocks = per_block.shape[1]
+        for block in range(blocks):
+            ax.plot(
+                tasks,
+                per_block[:, block],
+                linestyle=styles[run_index % len(styles)],
+                marker="o",
+                markersize=3,
+                color=colours(block / max(blocks - 1, 1)),
+                label=f"{label}, block {block + 1}",
+            )
+    ax.set_xlabel("tasks trained")
+    ax.set_ylabel("mean attention distance (patches)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncols=len(runs))
+    if title is not None:
+        ax.set_title(title)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png", dpi=100)

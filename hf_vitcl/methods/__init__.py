@@ -5,6 +5,7 @@ from hf_vitcl.methods.base import ContinualTrainer, ContinualTrainingArguments, 
 from hf_vitcl.methods.ewc import EWCConfig, EWCTrainer
 from hf_vitcl.methods.finetune import FinetuneTrainer
 from hf_vitcl.methods.joint import JointTrainer
+from hf_vitcl.methods.kd import KDConfig, KDTrainer
 from hf_vitcl.methods.lwf import LwFConfig, LwFTrainer
 from hf_vitcl.methods.mas import MASConfig, MASTrainer
 from hf_vitcl.methods.mask_rkr import MaskRKRMethodConfig, MaskRKRTrainer
@@ -23,6 +24,7 @@ METHODS: dict[str, type[ContinualTrainer]] = {
         SITrainer,
         MASTrainer,
         LwFTrainer,
+        KDTrainer,
         PADTrainer,
         PiggybackTrainer,
         RKRTrainer,
@@ -47,6 +49,8 @@ __all__ = [
     "EWCTrainer",
     "FinetuneTrainer",
     "JointTrainer",
+    "KDConfig",
+    "KDTrainer",
     "LwFConfig",
     "LwFTrainer",
     "MASConfig",

@@ -3,7 +3,8 @@
 `fit(stream)` owns the task loop; methods override only the hooks:
 
 - `begin_task(task)` / `end_task(task)`: snapshot a teacher, compute importances, ...;
-- `extra_loss(model, inputs, outputs)`: a regulariser added to the classification loss in training;
+- `extra_loss(model, inputs, outputs)`: a regulariser added to the classification loss in training, and
+  `classification_weight()`, the weight of that cross-entropy;
 - `loss_classes(task)`: the classes the cross-entropy runs over;
 - `task_train_dataset(task)`: what the task trains on (the joint baseline trains on all tasks so far);
 - `prepare_model(task)`, `task_predictions(task)`, `evaluate_task(task)`, `save_task_checkpoint(task, dir)`,
@@ -14,6 +15,10 @@ Per task: the head grows to the classes seen so far (old rows copied), optimizer
 rebuilt (so new parameters are in them), the normal `Trainer.train()` loop runs, every seen task is
 evaluated (task-aware and task-agnostic accuracy, gathered over all processes by `Trainer.predict`),
 and `task-<t>/` (a plain HF checkpoint with its model card), `results.json` and `accuracy.png` are written.
+
+Switched on by arguments, for any method: an exemplar memory (`memory_size`, `hf_vitcl.exemplars`)
+replayed with every task and refilled after it, and the mean attention distance per block and head
+(`attention_distance_images`, `hf_vitcl.attention.locality`) measured after every task.
 
 Gradient accumulation: the loss (cross-entropy + extra terms, each a mean over the micro-batch) is
 divided by the accumulation steps (`model_accepts_loss_kwargs = False`), so extra terms weigh the same
@@ -26,21 +31,26 @@ import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
+from itertools import islice
 
 import torch
 import torch.nn.functional as F
+from torch.utils.data import ConcatDataset
 from transformers import Trainer, TrainingArguments
 
+from hf_vitcl.attention.locality import attention_distances
 from hf_vitcl.data.stream import Task, TaskStream
 from hf_vitcl.errors import ConfigError
-from hf_vitcl.evaluation.plots import plot_accuracy
+from hf_vitcl.evaluation.plots import plot_accuracy, plot_attention_distance
 from hf_vitcl.evaluation.results import ContinualResult, package_versions
+from hf_vitcl.exemplars import SELECTIONS, ExemplarMemory
 from hf_vitcl.model_card import render_task_card
 from hf_vitcl.models import check_model_fits, grow_classifier
 
 LOSS_SCOPES = ("current", "seen")
 RESULTS_FILE = "results.json"
 PLOT_FILE = "accuracy.png"
+DISTANCE_PLOT_FILE = "attention_distance.png"
 
 
 @dataclass
@@ -62,6 +72,24 @@ class ContinualTrainingArguments(TrainingArguments):
         default=False,
         metadata={"help": "Allow writing into an output_dir that already holds a results.json."},
     )
+    memory_size: int = field(
+        default=0,
+        metadata={
+            "help": "Exemplar memory: total number of training examples kept from the classes seen so far, "
+            "balanced over classes and replayed with every new task (0: no memory). With a memory the "
+            "cross-entropy runs over all classes seen."
+        },
+    )
+    memory_selection: str = field(
+        default="herding", metadata={"help": "How exemplars are chosen: herding (iCaRL's) or random."}
+    )
+    attention_distance_images: int = field(
+        default=0,
+        metadata={
+            "help": "After every task, measure the mean attention distance per block and head on this many "
+            "fixed test images, balanced over all tasks (0: off)."
+        },
+    )
     remove_unused_columns: bool = False
     save_strategy: str = "no"
 
@@ -69,6 +97,13 @@ class ContinualTrainingArguments(TrainingArguments):
         super().__post_init__()
         if self.loss_scope not in LOSS_SCOPES:
             raise ConfigError(f"loss_scope='{self.loss_scope}' is unknown; valid: {', '.join(LOSS_SCOPES)}")
+        for name in ("memory_size", "attention_distance_images"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name}={getattr(self, name)} must be 0 (off) or a positive count")
+        if self.memory_selection not in SELECTIONS:
+            raise ConfigError(
+                f"memory_selection='{self.memory_selection}' is unknown; valid: {', '.join(SELECTIONS)}"
+            )
 
 
 @dataclass
@@ -81,6 +116,7 @@ class ContinualTrainer(Trainer):
 
     method_name = "finetune"
     config_class: type[MethodConfig] = MethodConfig
+    supports_memory = True  # whether `memory_size` applies (not to joint training, nor to isolation methods)
 
     def __init__(
         self, model, args: ContinualTrainingArguments, method_config: MethodConfig | None = None, **kwargs
@@ -99,6 +135,10 @@ class ContinualTrainer(Trainer):
         self.stream: TaskStream | None = None
         self.task: Task | None = None
         self.classes_seen = 0
+        self.memory = (
+            ExemplarMemory(args.memory_size, args.memory_selection, args.seed) if args.memory_size else None
+        )
+        self._distance_images: torch.Tensor | None = None
 
     # hooks for methods
 
@@ -112,9 +152,16 @@ class ContinualTrainer(Trainer):
         """A term added to the classification loss in training; a mean over the micro-batch."""
         return None
 
+    def classification_weight(self) -> float:
+        """Weight of the cross-entropy in the training loss (DyTox's distillation shrinks it)."""
+        return 1.0
+
     def loss_classes(self, task: Task) -> range:
-        """Head rows the cross-entropy runs over while training `task` (per `args.loss_scope`)."""
-        return task.labels if self.args.loss_scope == "current" else range(self.classes_seen)
+        """Head rows the cross-entropy runs over while training `task`: per `args.loss_scope`, and all
+        classes seen when exemplars of old classes are replayed (FACIL's rule)."""
+        if self.args.loss_scope == "current" and self.memory is None:
+            return task.labels
+        return range(self.classes_seen)
 
     def task_train_dataset(self, task: Task):
         return task.train_dataset(self.processing_class)
@@ -166,7 +213,9 @@ class ContinualTrainer(Trainer):
         labels = inputs["labels"]
         if model.training:
             rows = self.loss_classes(self.task)
-            loss = F.cross_entropy(outputs.logits[:, rows.start : rows.stop], labels - rows.start)
+            loss = self.classification_weight() * F.cross_entropy(
+                outputs.logits[:, rows.start : rows.stop], labels - rows.start
+            )
             extra = self.extra_loss(model, inputs, outputs)
             if extra is not None:
                 loss = loss + extra
@@ -212,6 +261,10 @@ class ContinualTrainer(Trainer):
             self.prepare_model(task)
             self.classes_seen = task.labels.stop
             self.train_dataset = self.task_train_dataset(task)
+            if self.memory is not None and len(self.memory):
+                self.train_dataset = ConcatDataset(
+                    [self.train_dataset, self.memory.dataset(self.processing_class)]
+                )
             # A new optimizer and DDP wrapper per task: both must see the grown head (and new parameters).
             self.optimizer, self.lr_scheduler = None, None
             self.model_wrapped = self.model
@@ -219,7 +272,22 @@ class ContinualTrainer(Trainer):
             self.train()
             self.model_wrapped = self.model  # hooks and evaluation see the plain model, not the wrapper
             self.end_task(task)
+            if self.memory is not None:
+                self.memory.update(
+                    self.model,
+                    task,
+                    self.processing_class,
+                    batch_size=self.args.per_device_eval_batch_size,
+                    device=self.args.device,
+                    num_workers=self.args.dataloader_num_workers,
+                )
+                result.info.setdefault("memory", []).append(self.memory.describe())
             result.record(task.index, *self.evaluate_seen_tasks(task.index))
+            if self.args.attention_distance_images:
+                distances = attention_distances(
+                    self.model, self.distance_images(), batch_size=self.args.per_device_eval_batch_size
+                )
+                result.info.setdefault("attention_distance", []).append(distances)
             additions = self.task_additions(task)
             if additions is not None:
                 result.info.setdefault("task_additions", []).append(additions)
@@ -233,6 +301,20 @@ class ContinualTrainer(Trainer):
         rows = [self.evaluate_task(task) for task in self.stream.tasks[: last + 1]]
         task_aware, task_agnostic, sizes = (list(column) for column in zip(*rows, strict=True))
         return task_aware, task_agnostic, sizes
+
+    def distance_images(self) -> torch.Tensor:
+        """The fixed test images of the attention-distance measure: the first ⌈n / T⌉ of every task's test
+        set (future tasks included, so the batch is the same after every task), n in all."""
+        if self._distance_images is None:
+            count = self.args.attention_distance_images
+            per_task = -(-count // len(self.stream.tasks))
+            images = [
+                example["pixel_values"]
+                for task in self.stream.tasks
+                for example in islice(task.test_dataset(self.processing_class), per_task)
+            ]
+            self._distance_images = torch.stack(images[:count])
+        return self._distance_images
 
     def _write_task_outputs(self, task: Task, result: ContinualResult) -> None:
         output_dir = self.args.output_dir
@@ -250,6 +332,12 @@ class ContinualTrainer(Trainer):
                 result.task_agnostic[:done, :done] if result.has_task_agnostic else None,
                 title=f"{self.method_name} on {self.stream.name}",
             )
+            if "attention_distance" in result.info:
+                plot_attention_distance(
+                    os.path.join(output_dir, DISTANCE_PLOT_FILE),
+                    {self.method_name: result.info["attention_distance"]},
+                    title=f"mean attention distance, {self.method_name} on {self.stream.name}",
+                )
 
     def _check_before_training(self, stream: TaskStream) -> None:
         """Everything that can be checked before the first step, with errors naming the field."""
@@ -260,6 +348,21 @@ class ContinualTrainer(Trainer):
             raise ConfigError(
                 f"{type(self.model).__name__} has no `classifier` head to grow (ViT or Swin needed)"
             )
+        if self.memory is not None:
+            if not self.supports_memory:
+                raise ConfigError(
+                    f"memory_size: {self.method_name} does not replay exemplars; set memory_size to 0"
+                )
+            if stream.streaming:
+                raise ConfigError(
+                    "memory_size: an exemplar memory needs an in-memory dataset; drop streaming"
+                )
+            classes = len(stream.class_names)
+            if self.memory.budget < classes:
+                raise ConfigError(
+                    f"memory_size={self.memory.budget} leaves no exemplar per class at the end of a stream "
+                    f"of {classes} classes; give at least {classes}"
+                )
         if stream.streaming and self.args.max_steps <= 0:
             raise ConfigError("max_steps: a streamed task has no length, so set max_steps (per task) > 0")
         results = os.path.join(self.args.output_dir, RESULTS_FILE)

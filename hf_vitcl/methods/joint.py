@@ -9,6 +9,7 @@ class JointTrainer(ContinualTrainer):
     """Trains task t on the data of every task so far; its matrix is the non-forgetting reference."""
 
     method_name = "joint"
+    supports_memory = False  # it keeps all the data already
 
     def task_train_dataset(self, task: Task):
         return self.stream.joint_task(task.index).train_dataset(self.processing_class)

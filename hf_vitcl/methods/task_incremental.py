@@ -47,6 +47,7 @@ class TaskIncrementalTrainer(ContinualTrainer):
     """Subclasses set `method_name`, `config_class` and `adapter_config_class` (a `TaskAdapterConfig`)."""
 
     config_class = TaskIncrementalConfig
+    supports_memory = False  # every task has its own adapter and head: nothing to replay
     adapter_config_class: type[TaskAdapterConfig]
 
     @staticmethod
