@@ -76,11 +76,7 @@ def plot_accuracy(
     curve.set_title("accuracy after each task")
     if title is not None:
         fig.suptitle(title)
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", dpi=100)
-    return path
+    return _save_png(fig, path)
 
 
 def plot_attention_distance(
@@ -118,6 +114,10 @@ def plot_attention_distance(
     ax.legend(fontsize=7, ncols=len(runs))
     if title is not None:
         ax.set_title(title)
+    return _save_png(fig, path)
+
+
+def _save_png(fig: Figure, path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png", dpi=100)
