@@ -28,6 +28,7 @@ position bias per head and offset, a richer form of LPA's three positional weigh
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable
 
@@ -44,7 +45,7 @@ from transformers import (
 from transformers.masking_utils import eager_mask
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-from hf_vitcl.attention.recorder import RECORDING_IMPLEMENTATION, explicit_attention
+from hf_vitcl.attention.recorder import RECORDING_IMPLEMENTATION, eager_attention
 from hf_vitcl.errors import ConfigError
 
 LPA_IMPLEMENTATION = "hf_vitcl_lpa"
@@ -53,9 +54,10 @@ LPA_IMPLEMENTATION = "hf_vitcl_lpa"
 _LPA_ALIASES = (None, "sdpa", LPA_IMPLEMENTATION)
 
 
+@functools.lru_cache(maxsize=16)
 def patch_offsets(num_tokens: int, device=None, dtype=None) -> torch.Tensor:
     """(N, N, 3) features (Δx, Δy, ‖δ‖²) of token pairs of a ViT sequence [CLS, patches of a g×g grid in
-    row-major order]; zero in the CLS row and column."""
+    row-major order]; zero in the CLS row and column. Cached: every LPA block of every step reads it."""
     grid = math.isqrt(num_tokens - 1)
     if grid * grid != num_tokens - 1:
         raise ValueError(f"LPA needs a square patch grid after the CLS token; got {num_tokens - 1} patches")
@@ -106,8 +108,7 @@ def lpa_attention(module, query, key, value, attention_mask, scaling=None, dropo
     if getattr(module, "lpa", None) is None:
         sdpa = ALL_ATTENTION_FUNCTIONS["sdpa"]
         return sdpa(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
-    _, _, dropped, context = explicit_attention(module, query, key, value, attention_mask, scaling, dropout)
-    return context.transpose(1, 2).contiguous(), dropped
+    return eager_attention(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout)
 
 
 AttentionInterface.register(LPA_IMPLEMENTATION, lpa_attention)

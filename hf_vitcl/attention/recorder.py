@@ -78,7 +78,7 @@ def explicit_attention(module, query, key, value, attention_mask, scaling, dropo
     return logits, probs, dropped, torch.matmul(dropped, value)
 
 
-def _eager(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+def eager_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
     """transformers' eager attention: (context as (B, N, H, d), attention weights)."""
     _, _, dropped, context = explicit_attention(module, query, key, value, attention_mask, scaling, dropout)
     return context.transpose(1, 2).contiguous(), dropped
@@ -91,7 +91,7 @@ def record_attention(module, query, key, value, attention_mask, scaling=None, dr
     recorder, recorded = _ACTIVE.get(module, (None, False))
     if not recorded:
         previous = recorder.previous_implementation if recorder is not None else "eager"
-        attend = ALL_ATTENTION_FUNCTIONS.get_interface(previous, _eager)
+        attend = ALL_ATTENTION_FUNCTIONS.get_interface(previous, eager_attention)
         return attend(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
     logits, probs, dropped, context = explicit_attention(
         module, query, key, value, attention_mask, scaling, dropout
