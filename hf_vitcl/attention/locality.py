@@ -21,13 +21,18 @@ from transformers.models.vit.modeling_vit import ViTAttention
 from hf_vitcl.attention.recorder import AttentionRecorder, attention_modules
 
 
-def patch_distances(num_patches: int, device=None) -> torch.Tensor:
-    """(P, P) Euclidean distances between the cells of a square grid of P patches, row-major."""
+def grid_positions(num_patches: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """(P, 2) (x, y) cells of a square grid of P patches in row-major order (ViT's and Swin's order)."""
     grid = math.isqrt(num_patches)
     if grid * grid != num_patches:
-        raise ValueError(f"the mean attention distance needs a square patch grid; got {num_patches} patches")
+        raise ValueError(f"a square patch grid is needed; got {num_patches} patches")
     rows, cols = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
-    positions = torch.stack([cols.flatten(), rows.flatten()], dim=-1).to(device=device, dtype=torch.float32)
+    return torch.stack([cols.flatten(), rows.flatten()], dim=-1).to(device=device, dtype=dtype)
+
+
+def patch_distances(num_patches: int, device=None) -> torch.Tensor:
+    """(P, P) Euclidean distances between the cells of a square grid of P patches, row-major."""
+    positions = grid_positions(num_patches, device)
     return torch.cdist(positions, positions)
 
 

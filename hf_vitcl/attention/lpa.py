@@ -45,6 +45,7 @@ from transformers import (
 from transformers.masking_utils import eager_mask
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
+from hf_vitcl.attention.locality import grid_positions
 from hf_vitcl.attention.recorder import RECORDING_IMPLEMENTATION, eager_attention
 from hf_vitcl.errors import ConfigError
 
@@ -58,11 +59,7 @@ _LPA_ALIASES = (None, "sdpa", LPA_IMPLEMENTATION)
 def patch_offsets(num_tokens: int, device=None, dtype=None) -> torch.Tensor:
     """(N, N, 3) features (Δx, Δy, ‖δ‖²) of token pairs of a ViT sequence [CLS, patches of a g×g grid in
     row-major order]; zero in the CLS row and column. Cached: every LPA block of every step reads it."""
-    grid = math.isqrt(num_tokens - 1)
-    if grid * grid != num_tokens - 1:
-        raise ValueError(f"LPA needs a square patch grid after the CLS token; got {num_tokens - 1} patches")
-    rows, cols = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
-    positions = torch.stack([cols.flatten(), rows.flatten()], dim=-1).to(device=device, dtype=dtype)
+    positions = grid_positions(num_tokens - 1, device, dtype)
     delta = positions[None, :, :] - positions[:, None, :]  # δ = p_j − p_i, (x, y)
     offsets = torch.zeros(num_tokens, num_tokens, 3, device=device, dtype=dtype)
     offsets[1:, 1:, :2] = delta
