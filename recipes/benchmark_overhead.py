@@ -1,9 +1,9 @@
 """Training-step time and peak memory of each method as a ratio to fine-tuning, measured in one run on
 the same model and data. Each method runs in its own process: two tasks of Split Digits (or any
 benchmark), a few warm-up steps, then `--steps` timed optimizer steps of the second task, where the
-penalties, teachers, attention recorders, second adapters and LPA are active (the adapters train the base
-on the first task, so task 2 is the frozen-base step of every later task). `--repeats` rounds over
-all methods, in rotated order; each figure is a method's median over the rounds.
+penalties, teachers, attention recorders, ARCL's gradient masking, second adapters and LPA are active
+(the adapters train the base on the first task, so task 2 is the frozen-base step of every later task).
+`--repeats` rounds over all methods, in rotated order; each figure is a method's median over the rounds.
 
     python recipes/benchmark_overhead.py                       # micro-sized ViT-Ti at 32x32 on CPU
     python recipes/benchmark_overhead.py --model base --image_size 224 --bf16   # on a GPU
@@ -39,6 +39,10 @@ VARIANTS = {
     "mask_rkr": ("mask_rkr", {"train_base_on_first_task": True}, False),
     "kd": ("kd", {}, False),
     "finetune + lpa": ("finetune", {}, True),  # LPA in every block
+    "arcl accumulated": ("arcl", {"mask_mode": "accumulated"}, False),  # the paper's trainable set
+    "arcl teacher": ("arcl", {"mask_mode": "teacher"}, False),
+    "arcl accumulated, all": ("arcl", {"mask_mode": "accumulated", "trainable": "all"}, False),
+    "arcl teacher, all": ("arcl", {"mask_mode": "teacher", "trainable": "all"}, False),
 }
 
 

@@ -106,16 +106,51 @@ def test_swin_records_pure_content_logits_per_window(pixels):
         assert not torch.allclose(probs, logits.softmax(-1), atol=1e-4)
 
 
+# the projections of the recorded block a target depends on
+DEPENDS_ON = {
+    "logits": {"q_proj", "k_proj"},
+    "probs": {"q_proj", "k_proj"},
+    "context": {"q_proj", "k_proj", "v_proj"},
+    "query": {"q_proj"},
+    "key": {"k_proj"},
+    "input": set(),
+}
+
+
 @pytest.mark.parametrize("target", TARGETS)
 def test_gradients_flow_through_records(pixels, target):
     torch.manual_seed(0)
     model = tiny_vit()
     with AttentionRecorder(model, targets=(target,), layers=[1]) as recorder:
         model(pixels)
+    assert len(recorder[target]) == 1
     recorder[target][0].pow(2).sum().backward()
-    assert model.vit.layers[1].attention.q_proj.weight.grad.abs().sum() > 0
+    for projection in ("q_proj", "k_proj", "v_proj"):
+        grad = getattr(model.vit.layers[1].attention, projection).weight.grad
+        assert (grad is not None and grad.abs().sum() > 0) == (projection in DEPENDS_ON[target]), projection
     assert model.vit.layers[0].attention.q_proj.weight.grad.abs().sum() > 0
     assert model.classifier.weight.grad is None
+
+
+def test_recorded_query_key_and_input_are_the_blocks_own(pixels):
+    """X is the attention module's input; Q and K are its projections, split into heads, unscaled."""
+    torch.manual_seed(0)
+    model = tiny_vit().eval()
+    with AttentionRecorder(model, targets=("input", "query", "key", "logits")) as recorder:
+        model(pixels)
+    first = model.vit.layers[0].layernorm_before(model.vit.embeddings(pixels))
+    torch.testing.assert_close(recorder["input"][0], first)
+    for layer, block in enumerate(model.vit.layers):
+        hidden = recorder["input"][layer]
+        attention = block.attention
+        heads = (*hidden.shape[:2], -1, attention.head_dim)
+        query = attention.q_proj(hidden).view(heads).transpose(1, 2)
+        key = attention.k_proj(hidden).view(heads).transpose(1, 2)
+        torch.testing.assert_close(recorder["query"][layer], query)
+        torch.testing.assert_close(recorder["key"][layer], key)
+        torch.testing.assert_close(
+            recorder["logits"][layer], query @ key.transpose(-1, -2) * attention.scaling
+        )
 
 
 def test_only_requested_targets_and_layers(pixels):

@@ -8,8 +8,10 @@ under ``RECORDING_IMPLEMENTATION`` computes, for a recorded layer, explicitly
     probs   = softmax(logits + attention_mask)              (float32 softmax, cast back)
     context = dropout(probs) V                               (B, H, N, d), per head, before the heads merge
 
-and keeps the requested ones, without detaching, so that losses on them reach q/k/v. Every other layer
-is delegated to the implementation the model ran before (``sdpa`` by default), keeping its fast path.
+and keeps the requested ones, without detaching, so that losses on them reach q/k/v; also ``query`` and
+``key`` (Q, K as the function receives them, before scaling) and ``input``, the attention module's input
+X (B, N, C) from which Q = X W_qᵀ + b_q, K and V are projected (a forward pre-hook). Every other layer is
+delegated to the implementation the model ran before (``sdpa`` by default), keeping its fast path.
 
 In a ViT block with Locality-Preserved Attention (`hf_vitcl.attention.lpa`) ``logits`` are LPA's logits.
 
@@ -34,7 +36,8 @@ from transformers.models.swin.modeling_swin import SwinAttention
 from transformers.models.vit.modeling_vit import ViTAttention
 
 RECORDING_IMPLEMENTATION = "hf_vitcl_record"
-TARGETS = ("logits", "probs", "context")
+TARGETS = ("logits", "probs", "context", "query", "key", "input")
+_COMPUTED = ("logits", "probs", "context")
 _ATTENTION_CLASSES = (ViTAttention, SwinAttention)
 
 # attention module -> (its active recorder, whether that recorder records it); weak, so that copies of
@@ -96,7 +99,9 @@ def record_attention(module, query, key, value, attention_mask, scaling=None, dr
     logits, probs, dropped, context = explicit_attention(
         module, query, key, value, attention_mask, scaling, dropout
     )
-    for target, tensor in zip(TARGETS, (logits, probs, context), strict=True):
+    for target, tensor in zip(
+        _COMPUTED + ("query", "key"), (logits, probs, context, query, key), strict=True
+    ):
         if target in recorder.records:
             recorder.records[target].append(tensor)
     return context.transpose(1, 2).contiguous(), dropped
@@ -134,6 +139,7 @@ class AttentionRecorder:
             raise ValueError(f"layers must be indices in [0, {count}) of the {count} attention blocks")
         self.previous_implementation: str | None = None
         self.records: dict[str, list[torch.Tensor]] = {target: [] for target in targets}
+        self._input_hooks: list = []
 
     def __getitem__(self, target: str) -> list[torch.Tensor]:
         return self.records[target]
@@ -149,10 +155,21 @@ class AttentionRecorder:
         self.model.set_attn_implementation(RECORDING_IMPLEMENTATION)
         for index, module in enumerate(self._attention):
             _ACTIVE[module] = (self, index in self.layers)
+        if "input" in self.records:
+            self._input_hooks = [
+                self._attention[index].register_forward_pre_hook(self._record_input, with_kwargs=True)
+                for index in self.layers
+            ]
         self.clear()
         return self
 
+    def _record_input(self, module, args, kwargs) -> None:
+        self.records["input"].append(args[0] if args else kwargs["hidden_states"])
+
     def __exit__(self, *exc_info) -> None:
+        for hook in self._input_hooks:
+            hook.remove()
+        self._input_hooks = []
         for module in self._attention:
             del _ACTIVE[module]
         self.model.set_attn_implementation(self.previous_implementation)

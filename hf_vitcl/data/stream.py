@@ -172,9 +172,12 @@ class Task:
         """Each class's label in the head."""
         return dict(zip(self.classes, self.labels, strict=True))
 
-    def train_dataset(self, processor):
-        """Training examples (`pixel_values`, `labels`), augmented."""
-        return self.stream.encode(self.stream.subset("train", self.classes), processor, self.label_map, True)
+    def train_dataset(self, processor, augment: bool = True):
+        """Training examples (`pixel_values`, `labels`): augmented (and, streamed, shuffled) for training,
+        or as the test set is encoded (`augment=False`), e.g. to measure the model on them."""
+        return self.stream.encode(
+            self.stream.subset("train", self.classes), processor, self.label_map, augment
+        )
 
     def test_dataset(self, processor):
         """Test examples (`pixel_values`, `labels`), not augmented."""

@@ -14,7 +14,7 @@ from hf_vitcl.evaluation.metrics import (
     plasticity,
     summarize,
 )
-from hf_vitcl.evaluation.plots import plot_accuracy, plot_attention_distance
+from hf_vitcl.evaluation.plots import plot_accuracy, plot_attention_distance, plot_attention_drift
 
 #: Folder of the ``evaluate`` metric script; load it offline with ``evaluate.load(CONTINUAL_ACCURACY_PATH)``.
 CONTINUAL_ACCURACY_PATH = str(Path(__file__).resolve().parent / "continual_accuracy")
@@ -32,5 +32,6 @@ __all__ = [
     "plasticity",
     "plot_accuracy",
     "plot_attention_distance",
+    "plot_attention_drift",
     "summarize",
 ]

@@ -117,6 +117,36 @@ def plot_attention_distance(
     return _save_png(fig, path)
 
 
+def plot_attention_drift(
+    path: str | os.PathLike, runs: dict[str, list[list[list[float]]]], title: str | None = None
+) -> Path:
+    """Write a PNG of attention drift, one line per run: left, the drift averaged over blocks and earlier
+    tasks against the tasks trained; right, each block's drift after the last task, averaged over the
+    earlier tasks. ``runs`` maps a run's label to its ``results.json`` entry ``attention_drift`` (after each
+    task: one list of per-block drifts per earlier task)."""
+    if not runs:
+        raise ValueError("plot_attention_drift needs at least one run")
+    fig = Figure(figsize=(9, 4), layout="constrained")
+    FigureCanvasAgg(fig)
+    over_tasks, over_blocks = fig.subplots(1, 2)
+    for label, drift in runs.items():
+        after = [(t + 1, np.mean(earlier)) for t, earlier in enumerate(drift) if earlier]
+        over_tasks.plot(*zip(*after, strict=True), marker="o", label=label)
+        per_block = np.mean(drift[-1], axis=0)
+        over_blocks.plot(np.arange(1, len(per_block) + 1), per_block, marker="o", label=label)
+    over_tasks.set_xlabel("tasks trained")
+    over_tasks.set_ylabel("drift of earlier tasks (1 − cosine)")
+    over_blocks.set_xlabel("block")
+    over_blocks.set_ylabel("drift after the last task")
+    for ax in (over_tasks, over_blocks):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if title is not None:
+        fig.suptitle(title)
+    return _save_png(fig, path)
+
+
 def _save_png(fig: Figure, path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

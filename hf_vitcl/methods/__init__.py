@@ -1,6 +1,7 @@
 """Continual-learning methods: one `ContinualTrainer` subclass per module, registered by name."""
 
 from hf_vitcl.errors import ConfigError
+from hf_vitcl.methods.arcl import ARCLConfig, ARCLTrainer
 from hf_vitcl.methods.base import ContinualTrainer, ContinualTrainingArguments, MethodConfig
 from hf_vitcl.methods.ewc import EWCConfig, EWCTrainer
 from hf_vitcl.methods.finetune import FinetuneTrainer
@@ -29,6 +30,7 @@ METHODS: dict[str, type[ContinualTrainer]] = {
         PiggybackTrainer,
         RKRTrainer,
         MaskRKRTrainer,
+        ARCLTrainer,
     )
 }
 
@@ -43,6 +45,8 @@ def get_method(name: str) -> type[ContinualTrainer]:
 
 __all__ = [
     "METHODS",
+    "ARCLConfig",
+    "ARCLTrainer",
     "ContinualTrainer",
     "ContinualTrainingArguments",
     "EWCConfig",

@@ -4,12 +4,14 @@
 
 - `begin_task(task)` / `end_task(task)`: snapshot a teacher, compute importances, ...;
 - `extra_loss(model, inputs, outputs)`: a regulariser added to the classification loss in training, and
-  `classification_weight()`, the weight of that cross-entropy;
+  `classification_weight()` and `classification_temperature()`, the weight of that cross-entropy and the
+  temperature its logits are divided by;
 - `loss_classes(task)`: the classes the cross-entropy runs over;
 - `task_train_dataset(task)`: what the task trains on (the joint baseline trains on all tasks so far);
 - `prepare_model(task)`, `task_predictions(task)`, `evaluate_task(task)`, `save_task_checkpoint(task, dir)`,
   `task_additions(task)`: how the model changes per task, is evaluated, saved and costed (one grown head
-  here; one adapter per task for the task-incremental adapters).
+  here; one adapter per task for the task-incremental adapters);
+- `task_report(task)`: method-specific figures after a task, for results.json (`method_report`).
 
 Per task: the head grows to the classes seen so far (old rows copied), optimizer and scheduler are
 rebuilt (so new parameters are in them), the normal `Trainer.train()` loop runs, every seen task is
@@ -18,7 +20,8 @@ and `task-<t>/` (a plain HF checkpoint with its model card), `results.json` and 
 
 Switched on by arguments, for any method: an exemplar memory (`memory_size`, `hf_vitcl.exemplars`)
 replayed with every task and refilled after it, and the mean attention distance per block and head
-(`attention_distance_images`, `hf_vitcl.attention.locality`) measured after every task.
+(`attention_distance_images`, `hf_vitcl.attention.locality`) measured after every task, and the attention
+drift of every earlier task (`attention_drift_images`, `hf_vitcl.attention.rollout`; ViT only).
 
 Gradient accumulation: the loss (cross-entropy + extra terms, each a mean over the micro-batch) is
 divided by the accumulation steps (`model_accepts_loss_kwargs = False`), so extra terms weigh the same
@@ -39,9 +42,10 @@ from torch.utils.data import ConcatDataset
 from transformers import Trainer, TrainingArguments
 
 from hf_vitcl.attention.locality import attention_distances
+from hf_vitcl.attention.rollout import attention_drift, check_rollout_model, rollout_maps
 from hf_vitcl.data.stream import Task, TaskStream
 from hf_vitcl.errors import ConfigError
-from hf_vitcl.evaluation.plots import plot_accuracy, plot_attention_distance
+from hf_vitcl.evaluation.plots import plot_accuracy, plot_attention_distance, plot_attention_drift
 from hf_vitcl.evaluation.results import ContinualResult, package_versions
 from hf_vitcl.exemplars import SELECTIONS, ExemplarMemory
 from hf_vitcl.model_card import render_task_card
@@ -51,6 +55,7 @@ LOSS_SCOPES = ("current", "seen")
 RESULTS_FILE = "results.json"
 PLOT_FILE = "accuracy.png"
 DISTANCE_PLOT_FILE = "attention_distance.png"
+DRIFT_PLOT_FILE = "attention_drift.png"
 
 
 @dataclass
@@ -90,6 +95,14 @@ class ContinualTrainingArguments(TrainingArguments):
             "fixed test images, balanced over all tasks (0: off)."
         },
     )
+    attention_drift_images: int = field(
+        default=0,
+        metadata={
+            "help": "After every task, the attention drift of every earlier task: 1 − cosine similarity of "
+            "the rollout maps of this many fixed test images per task to their maps right after the task, "
+            "per block (0: off; ViT only)."
+        },
+    )
     remove_unused_columns: bool = False
     save_strategy: str = "no"
 
@@ -97,7 +110,7 @@ class ContinualTrainingArguments(TrainingArguments):
         super().__post_init__()
         if self.loss_scope not in LOSS_SCOPES:
             raise ConfigError(f"loss_scope='{self.loss_scope}' is unknown; valid: {', '.join(LOSS_SCOPES)}")
-        for name in ("memory_size", "attention_distance_images"):
+        for name in ("memory_size", "attention_distance_images", "attention_drift_images"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}={getattr(self, name)} must be 0 (off) or a positive count")
         if self.memory_selection not in SELECTIONS:
@@ -139,6 +152,7 @@ class ContinualTrainer(Trainer):
             ExemplarMemory(args.memory_size, args.memory_selection, args.seed) if args.memory_size else None
         )
         self._distance_images: torch.Tensor | None = None
+        self._drift_references: list[torch.Tensor] = []  # rollout maps of each task's images after it
 
     # hooks for methods
 
@@ -154,6 +168,10 @@ class ContinualTrainer(Trainer):
 
     def classification_weight(self) -> float:
         """Weight of the cross-entropy in the training loss (DyTox's distillation shrinks it)."""
+        return 1.0
+
+    def classification_temperature(self) -> float:
+        """The training cross-entropy runs on logits / this (ARCL's 30)."""
         return 1.0
 
     def loss_classes(self, task: Task) -> range:
@@ -200,6 +218,10 @@ class ContinualTrainer(Trainer):
         """What `task-<t>/` holds, for its model card: here a whole model."""
         return {"format": "model"}
 
+    def task_report(self, task: Task) -> dict | None:
+        """Method-specific figures after `task` (e.g. ARCL's protected share of patches), for results.json."""
+        return None
+
     def task_additions(self, task: Task) -> dict | None:
         """What `task` added to the model (e.g. parameters and bytes of its adapter), for results.json."""
         return None
@@ -214,7 +236,8 @@ class ContinualTrainer(Trainer):
         if model.training:
             rows = self.loss_classes(self.task)
             loss = self.classification_weight() * F.cross_entropy(
-                outputs.logits[:, rows.start : rows.stop], labels - rows.start
+                outputs.logits[:, rows.start : rows.stop] / self.classification_temperature(),
+                labels - rows.start,
             )
             extra = self.extra_loss(model, inputs, outputs)
             if extra is not None:
@@ -288,6 +311,11 @@ class ContinualTrainer(Trainer):
                     self.model, self.distance_images(), batch_size=self.args.per_device_eval_batch_size
                 )
                 result.info.setdefault("attention_distance", []).append(distances)
+            if self.args.attention_drift_images:
+                result.info.setdefault("attention_drift", []).append(self.attention_drift(task))
+            report = self.task_report(task)
+            if report is not None:
+                result.info.setdefault("method_report", []).append(report)
             additions = self.task_additions(task)
             if additions is not None:
                 result.info.setdefault("task_additions", []).append(additions)
@@ -308,13 +336,30 @@ class ContinualTrainer(Trainer):
         if self._distance_images is None:
             count = self.args.attention_distance_images
             per_task = -(-count // len(self.stream.tasks))
-            images = [
-                example["pixel_values"]
-                for task in self.stream.tasks
-                for example in islice(task.test_dataset(self.processing_class), per_task)
-            ]
-            self._distance_images = torch.stack(images[:count])
+            images = torch.cat([self.first_test_images(task, per_task) for task in self.stream.tasks])
+            self._distance_images = images[:count]
         return self._distance_images
+
+    def first_test_images(self, task: Task, count: int) -> torch.Tensor:
+        """The first `count` test images of `task`, preprocessed, (count, C, H, W)."""
+        images = islice(task.test_dataset(self.processing_class), count)
+        return torch.stack([example["pixel_values"] for example in images])
+
+    def attention_drift(self, task: Task) -> list[list[float]]:
+        """After `task`: keep the rollout maps of its first `attention_drift_images` test images, and return
+        the drift per block of every earlier task's images from its kept maps (one list per earlier task)."""
+        batch_size = self.args.per_device_eval_batch_size
+        count = self.args.attention_drift_images
+        self._drift_references.append(
+            rollout_maps(self.model, self.first_test_images(task, count), batch_size)
+        )
+        return [
+            attention_drift(
+                self._drift_references[earlier.index],
+                rollout_maps(self.model, self.first_test_images(earlier, count), batch_size),
+            ).tolist()
+            for earlier in self.stream.tasks[: task.index]
+        ]
 
     def _write_task_outputs(self, task: Task, result: ContinualResult) -> None:
         output_dir = self.args.output_dir
@@ -332,6 +377,12 @@ class ContinualTrainer(Trainer):
                 result.task_agnostic[:done, :done] if result.has_task_agnostic else None,
                 title=f"{self.method_name} on {self.stream.name}",
             )
+            if result.info.get("attention_drift", [[]])[-1]:
+                plot_attention_drift(
+                    os.path.join(output_dir, DRIFT_PLOT_FILE),
+                    {self.method_name: result.info["attention_drift"]},
+                    title=f"attention drift, {self.method_name} on {self.stream.name}",
+                )
             if "attention_distance" in result.info:
                 plot_attention_distance(
                     os.path.join(output_dir, DISTANCE_PLOT_FILE),
@@ -363,6 +414,11 @@ class ContinualTrainer(Trainer):
                     f"memory_size={self.memory.budget} leaves no exemplar per class at the end of a stream "
                     f"of {classes} classes; give at least {classes}"
                 )
+        if self.args.attention_drift_images:
+            try:
+                check_rollout_model(self.model)
+            except TypeError as error:
+                raise ConfigError(f"attention_drift_images: {error}") from None
         if stream.streaming and self.args.max_steps <= 0:
             raise ConfigError("max_steps: a streamed task has no length, so set max_steps (per task) > 0")
         results = os.path.join(self.args.output_dir, RESULTS_FILE)
