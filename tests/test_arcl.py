@@ -495,3 +495,22 @@ def test_bad_arcl_options_and_models_are_refused_before_training(tiny_splits, tm
     with pytest.raises(ConfigError, match="attention_drift_images"):
         swin.fit(stream)
     assert not (tmp_path / "results.json").exists()
+
+
+def test_in_a_run_fully_protected_attention_weights_do_not_move(tiny_splits, tmp_path, monkeypatch):
+    """Task 2 with every mask 0, through the Trainer's (accelerate-wrapped) AdamW with weight decay: W_q,
+    W_k, W_v end bit-identical to task 1's, while everything else (`trainable=all`) trains."""
+    monkeypatch.setattr(ARCLTrainer, "accumulated_masks", lambda self: torch.zeros(2, 17))
+    args = tiny_args(tmp_path, learning_rate=0.01, weight_decay=0.1, max_steps=3)
+    config = ARCLConfig(trainable="all", refine_classifier=False)
+    trainer = ARCLTrainer(
+        model=tiny_vit(), args=args, processing_class=tiny_processor(), method_config=config
+    )
+    trainer.fit(small_stream(tiny_splits))
+    first = dict(AutoModelForImageClassification.from_pretrained(tmp_path / "task-0").named_parameters())
+    second = dict(AutoModelForImageClassification.from_pretrained(tmp_path / "task-1").named_parameters())
+    for name, param in second.items():
+        if name.startswith("classifier."):
+            continue
+        protected = name.endswith(("q_proj.weight", "k_proj.weight", "v_proj.weight"))
+        assert torch.equal(param, first[name]) == protected, name
