@@ -36,8 +36,8 @@ from transformers.models.swin.modeling_swin import SwinAttention
 from transformers.models.vit.modeling_vit import ViTAttention
 
 RECORDING_IMPLEMENTATION = "hf_vitcl_record"
-TARGETS = ("logits", "probs", "context", "query", "key", "input")
-_COMPUTED = ("logits", "probs", "context")
+_FROM_ATTENTION_FUNCTION = ("logits", "probs", "context", "query", "key")
+TARGETS = (*_FROM_ATTENTION_FUNCTION, "input")  # the input comes from a forward pre-hook
 _ATTENTION_CLASSES = (ViTAttention, SwinAttention)
 
 # attention module -> (its active recorder, whether that recorder records it); weak, so that copies of
@@ -99,9 +99,7 @@ def record_attention(module, query, key, value, attention_mask, scaling=None, dr
     logits, probs, dropped, context = explicit_attention(
         module, query, key, value, attention_mask, scaling, dropout
     )
-    for target, tensor in zip(
-        _COMPUTED + ("query", "key"), (logits, probs, context, query, key), strict=True
-    ):
+    for target, tensor in zip(_FROM_ATTENTION_FUNCTION, (logits, probs, context, query, key), strict=True):
         if target in recorder.records:
             recorder.records[target].append(tensor)
     return context.transpose(1, 2).contiguous(), dropped

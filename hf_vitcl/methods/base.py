@@ -99,8 +99,8 @@ class ContinualTrainingArguments(TrainingArguments):
         default=0,
         metadata={
             "help": "After every task, the attention drift of every earlier task: 1 − cosine similarity of "
-            "the rollout maps of this many fixed test images per task to their maps right after the task, "
-            "per block (0: off; ViT only)."
+            "the mean-centred rollout maps of this many fixed test images per task to their maps right after "
+            "the task, per block (0: off; ViT only)."
         },
     )
     remove_unused_columns: bool = False
@@ -312,7 +312,7 @@ class ContinualTrainer(Trainer):
                 )
                 result.info.setdefault("attention_distance", []).append(distances)
             if self.args.attention_drift_images:
-                result.info.setdefault("attention_drift", []).append(self.attention_drift(task))
+                result.info.setdefault("attention_drift", []).append(self.measure_attention_drift(task))
             report = self.task_report(task)
             if report is not None:
                 result.info.setdefault("method_report", []).append(report)
@@ -345,7 +345,7 @@ class ContinualTrainer(Trainer):
         images = islice(task.test_dataset(self.processing_class), count)
         return torch.stack([example["pixel_values"] for example in images])
 
-    def attention_drift(self, task: Task) -> list[list[float]]:
+    def measure_attention_drift(self, task: Task) -> list[list[float]]:
         """After `task`: keep the rollout maps of its first `attention_drift_images` test images, and return
         the drift per block of every earlier task's images from its kept maps (one list per earlier task)."""
         batch_size = self.args.per_device_eval_batch_size
