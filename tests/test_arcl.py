@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from conftest import tiny_args, tiny_processor, tiny_swin, tiny_vit
 from scipy.ndimage import gaussian_filter1d
-from transformers import AutoModelForImageClassification, ViTConfig, ViTForImageClassification
+from transformers import AutoModelForImageClassification, ViTForImageClassification
 
 from hf_vitcl.attention import AttentionRecorder, apply_lpa
 from hf_vitcl.attention.rollout import (
@@ -32,20 +32,10 @@ from hf_vitcl.methods.arcl import (
 )
 
 
-def float64_vit(layers: int = 3, seed: int = 0) -> ViTForImageClassification:
+def float64_vit(seed: int = 0) -> ViTForImageClassification:
+    """conftest's tiny ViT (2 blocks, 16 patches + CLS) with 4 classes, in float64."""
     torch.manual_seed(seed)
-    config = ViTConfig(
-        image_size=16,
-        patch_size=4,
-        hidden_size=24,
-        num_hidden_layers=layers,
-        num_attention_heads=3,
-        intermediate_size=48,
-        num_labels=4,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-    )
-    return ViTForImageClassification(config).double()
+    return tiny_vit(num_labels=4).double()
 
 
 def batch(seed: int = 1, size: int = 3):
@@ -192,7 +182,7 @@ def run_masker(model, masks, seed=1):
 
 def test_with_a_mask_of_ones_the_masked_gradient_is_the_plain_gradient():
     model = float64_vit()
-    masked, _, _ = run_masker(model, torch.ones(3, 17, dtype=torch.float64))
+    masked, _, _ = run_masker(model, torch.ones(2, 17, dtype=torch.float64))
     for weights in attention_weights(model):
         for weight in weights:
             torch.testing.assert_close(masked[weight], weight.grad, rtol=1e-12, atol=1e-14)
@@ -201,7 +191,7 @@ def test_with_a_mask_of_ones_the_masked_gradient_is_the_plain_gradient():
 def test_masking_changes_no_gradient_of_backprop_and_g_tilde_follows_the_recorded_tensors():
     model = float64_vit()
     generator = torch.Generator().manual_seed(5)
-    masks = (torch.rand(3, 3, 17, generator=generator) > 0.5).double()
+    masks = (torch.rand(3, 2, 17, generator=generator) > 0.5).double()
     masked_grads, recorded, grads = run_masker(model, masks)
     arcl_grads = {name: p.grad.clone() for name, p in model.named_parameters()}
     model.zero_grad()
@@ -228,7 +218,7 @@ def test_masking_changes_no_gradient_of_backprop_and_g_tilde_follows_the_recorde
 
 def test_an_image_masked_everywhere_contributes_nothing():
     model = float64_vit()
-    masks = torch.ones(3, 3, 17, dtype=torch.float64)
+    masks = torch.ones(3, 2, 17, dtype=torch.float64)
     masks[0] = 0
     masked, recorded, grads = run_masker(model, masks)
     for layer, weights in enumerate(attention_weights(model)):
@@ -301,7 +291,7 @@ def masked_training(model, masks_per_step, steps=3, weight_decay=0.1):
 
 
 def test_with_a_mask_of_ones_training_equals_plain_adam():
-    arcl = masked_training(float64_vit(), lambda step: torch.ones(3, 17, dtype=torch.float64))[-1]
+    arcl = masked_training(float64_vit(), lambda step: torch.ones(2, 17, dtype=torch.float64))[-1]
     model = float64_vit()
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.01, weight_decay=0.1)
     for step in range(3):
@@ -320,10 +310,10 @@ def test_with_zero_masks_the_protected_weights_do_not_move_despite_momentum_and_
     model = float64_vit()
     history = masked_training(
         model,
-        lambda step: torch.full((3, 17), 1.0 if step == 0 else 0.0, dtype=torch.float64),
+        lambda step: torch.full((2, 17), 1.0 if step == 0 else 0.0, dtype=torch.float64),
         weight_decay=0.1,
     )
-    protected = {f"vit.layers.{b}.attention.{p}_proj.weight" for b in range(3) for p in "qkv"}
+    protected = {f"vit.layers.{b}.attention.{p}_proj.weight" for b in range(2) for p in "qkv"}
     for name in history[0]:
         unchanged = torch.equal(history[0][name], history[2][name])
         assert unchanged == (name in protected), name

@@ -152,7 +152,8 @@ class ContinualTrainer(Trainer):
             ExemplarMemory(args.memory_size, args.memory_selection, args.seed) if args.memory_size else None
         )
         self._distance_images: torch.Tensor | None = None
-        self._drift_references: list[torch.Tensor] = []  # rollout maps of each task's images after it
+        self._drift_images: list[torch.Tensor] = []  # per task: its first attention_drift_images test images
+        self._drift_references: list[torch.Tensor] = []  # their rollout maps right after the task
 
     # hooks for methods
 
@@ -346,19 +347,14 @@ class ContinualTrainer(Trainer):
         return torch.stack([example["pixel_values"] for example in images])
 
     def measure_attention_drift(self, task: Task) -> list[list[float]]:
-        """After `task`: keep the rollout maps of its first `attention_drift_images` test images, and return
-        the drift per block of every earlier task's images from its kept maps (one list per earlier task)."""
+        """After `task`: keep its first `attention_drift_images` test images and their rollout maps, and
+        return the drift per block of every earlier task's images from its kept maps (one list per task)."""
         batch_size = self.args.per_device_eval_batch_size
-        count = self.args.attention_drift_images
-        self._drift_references.append(
-            rollout_maps(self.model, self.first_test_images(task, count), batch_size)
-        )
+        self._drift_images.append(self.first_test_images(task, self.args.attention_drift_images))
+        self._drift_references.append(rollout_maps(self.model, self._drift_images[-1], batch_size))
         return [
-            attention_drift(
-                self._drift_references[earlier.index],
-                rollout_maps(self.model, self.first_test_images(earlier, count), batch_size),
-            ).tolist()
-            for earlier in self.stream.tasks[: task.index]
+            attention_drift(reference, rollout_maps(self.model, images, batch_size)).tolist()
+            for images, reference in zip(self._drift_images[:-1], self._drift_references[:-1], strict=True)
         ]
 
     def _write_task_outputs(self, task: Task, result: ContinualResult) -> None:
