@@ -327,10 +327,13 @@ class ARCLTrainer(ContinualTrainer):
         number: how much of the attention later tasks may not move."""
         return self._report
 
+    def _attention_weight_ids(self) -> set[int]:
+        return {id(weight) for block in attention_weights(self.model) for weight in block}
+
     def _set_trainable(self) -> None:
         if self.method_config.trainable == "all":
             return
-        weights = {id(weight) for block in attention_weights(self.model) for weight in block}
+        weights = self._attention_weight_ids()
         for name, param in self.model.named_parameters():
             param.requires_grad_(id(param) in weights or name.startswith("classifier."))
 
@@ -338,7 +341,7 @@ class ARCLTrainer(ContinualTrainer):
         """The Trainer's optimizer (`optim`, weight decay by its rules) with W_q, W_k, W_v at
         learning_rate × qkv_lr_scale, and a `StepScaler` on it."""
         if self.optimizer is None:
-            weights = {id(weight) for block in attention_weights(self.model) for weight in block}
+            weights = self._attention_weight_ids()
             decay = set(self.get_decay_parameter_names(self.model))
             groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
             for name, param in self.model.named_parameters():
