@@ -4,6 +4,7 @@ from hf_vitcl import adapters, attention
 from hf_vitcl.data import BENCHMARKS, Augmentation, Task, TaskStream
 from hf_vitcl.errors import ConfigError, HubAccessError
 from hf_vitcl.evaluation.results import ContinualResult
+from hf_vitcl.hub import TaskAdapterModel, load_task_adapters, load_task_model, push_run
 from hf_vitcl.methods import (
     METHODS,
     ContinualTrainer,
@@ -30,7 +31,11 @@ __all__ = [
     "JointTrainer",
     "MethodConfig",
     "Task",
+    "TaskAdapterModel",
     "TaskStream",
     "grow_classifier",
     "load_model",
+    "load_task_adapters",
+    "load_task_model",
+    "push_run",
 ]

@@ -303,6 +303,13 @@ def run(argv: list[str] | None = None) -> ContinualResult:
     if trainer.is_world_process_zero():
         print(result.table())
         print(f"\nwall time {result.info['wall_seconds']:.1f} s; outputs in {training_args.output_dir}")
+        for push in result.info.get("hub", {}).get("pushes", []):
+            status = (
+                f"pushed, commit {push['commit']}"
+                if push["error"] is None
+                else f"NOT pushed: {push['error']}"
+            )
+            print(f"{result.info['hub']['repo_id']}@{push['branch']}: {status}")
     return result
 
 

@@ -14,6 +14,7 @@ from safetensors.torch import save_file
 from torch import nn
 from transformers import AutoModelForImageClassification, ViTConfig, ViTForImageClassification
 
+from hf_vitcl import load_task_adapters
 from hf_vitcl.adapters import (
     MaskRKRConfig,
     PiggybackConfig,
@@ -275,16 +276,13 @@ def test_old_tasks_stay_bit_identical_and_checkpoints_reload(method, arch, tiny_
     card = (tmp_path / "task-2" / "README.md").read_text()
     assert "library_name: peft" in card and 'adapter_name="task-2"' in card
     assert ("load that one first" in card) == (method == "mask_rkr")
-    base = AutoModelForImageClassification.from_pretrained(tmp_path / "base")
-    reloaded = PeftModel.from_pretrained(base, tmp_path / "task-0", adapter_name="task-0")
-    for index in (1, 2):
-        reloaded.load_adapter(tmp_path / f"task-{index}", adapter_name=f"task-{index}")
-    reloaded.eval()
+    reloaded = load_task_adapters(tmp_path)  # the base and every task's adapter, in one model
+    assert reloaded.adapter_names == ["task-0", "task-1", "task-2"]
     for index in range(3):
         name = f"task-{index}"
         trainer.model.set_adapter(name)
-        reloaded.set_adapter(name)
-        assert torch.equal(logits(reloaded), logits(trainer.model.eval())), name
+        with torch.no_grad():
+            assert torch.equal(reloaded(PIXELS, task_id=index), logits(trainer.model.eval())), name
         labels = trainer.stream[index].labels
         config = json.loads((tmp_path / name / "adapter_config.json").read_text())
         assert list(config["id2label"].values()) == trainer.stream.class_names[labels.start : labels.stop]

@@ -251,3 +251,18 @@ def test_bad_model_flags_fail_before_training(flags, message, tiny_folder, tmp_p
     with pytest.raises(ValueError, match=message):
         run(["--dataset", str(tiny_folder), *TINY_RUN, "--output_dir", str(tmp_path / "run"), *flags])
     assert not (tmp_path / "run").exists()
+
+
+def test_push_to_hub_offline_fails_before_training(tiny_folder, tmp_path, capsys):
+    run = ["--dataset", str(tiny_folder), *TINY_RUN, "--output_dir", str(tmp_path / "run")]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*run, "--push_to_hub", "--hub_model_id", "nobody/nothing"])
+    assert str(exit_info.value).startswith(
+        "hf_vitcl: error: hub_model_id 'nobody/nothing': the Hub repo cannot"
+    )
+    assert not (tmp_path / "run" / "results.json").exists()
+    with pytest.raises(SystemExit) as exit_info:
+        main([*run, "--push_to_hub", "--save_task_checkpoints", "false"])
+    assert str(exit_info.value) == (
+        "hf_vitcl: error: push_to_hub pushes the saved task checkpoints: set save_task_checkpoints"
+    )

@@ -14,6 +14,7 @@ import numpy as np
 
 from hf_vitcl.evaluation.metrics import summarize
 
+RESULTS_FILE = "results.json"  # in a run's output_dir
 RECORDED_PACKAGES = ("hf-vitcl", "torch", "transformers", "datasets", "accelerate", "peft", "evaluate")
 
 
@@ -70,6 +71,22 @@ class ContinualResult:
     def empty(cls, n_tasks: int, scenario: str, info: dict | None = None):
         nan = np.full((n_tasks, n_tasks), np.nan)
         return cls(nan.copy(), nan.copy(), [None] * n_tasks, scenario, dict(info or {}))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> ContinualResult:
+        """A result saved by `save` (a run's results.json); null cells are NaN again."""
+        with open(path) as handle:
+            saved = json.load(handle)
+        matrices = {
+            name: np.array(saved.pop(name), dtype=float).reshape(len(saved["test_sizes"]), -1)
+            for name in ("task_aware", "task_agnostic")
+        }
+        info = {
+            k: v for k, v in saved.items() if k not in ("scenario", "tasks_done", "test_sizes", "metrics")
+        }
+        return cls(
+            matrices["task_aware"], matrices["task_agnostic"], saved["test_sizes"], saved["scenario"], info
+        )
 
     @property
     def tasks_done(self) -> int:

@@ -35,9 +35,11 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from itertools import islice
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from huggingface_hub import HfApi
 from torch.utils.data import ConcatDataset
 from transformers import Trainer, TrainingArguments
 
@@ -46,14 +48,13 @@ from hf_vitcl.attention.rollout import attention_drift, check_rollout_model, rol
 from hf_vitcl.data.stream import Task, TaskStream
 from hf_vitcl.errors import ConfigError
 from hf_vitcl.evaluation.plots import plot_accuracy, plot_attention_distance, plot_attention_drift
-from hf_vitcl.evaluation.results import ContinualResult, package_versions
+from hf_vitcl.evaluation.results import RESULTS_FILE, ContinualResult, package_versions
 from hf_vitcl.exemplars import SELECTIONS, ExemplarMemory
+from hf_vitcl.hub import CARD_FILE, PLOT_FILE, TaskPusher, outcomes_info, push_message, task_push_files
 from hf_vitcl.model_card import render_task_card
 from hf_vitcl.models import check_model_fits, grow_classifier
 
 LOSS_SCOPES = ("current", "seen")
-RESULTS_FILE = "results.json"
-PLOT_FILE = "accuracy.png"
 DISTANCE_PLOT_FILE = "attention_distance.png"
 DRIFT_PLOT_FILE = "attention_drift.png"
 
@@ -103,8 +104,18 @@ class ContinualTrainingArguments(TrainingArguments):
             "the task, per block (0: off; ViT only)."
         },
     )
+    hub_push_attempts: int = field(
+        default=3,
+        metadata={"help": "push_to_hub: attempts per task checkpoint before it is reported failed."},
+    )
+    hub_retry_seconds: float = field(
+        default=10.0,
+        metadata={"help": "push_to_hub: wait before the second attempt, doubled before each later one."},
+    )
     remove_unused_columns: bool = False
     save_strategy: str = "no"
+    # push_to_hub (with hub_model_id, hub_token, hub_private_repo) pushes each task's checkpoint to branch
+    # task-<t> of the repo (hf_vitcl.hub); the Trainer's own pushes of its checkpoints are not made.
 
     def __post_init__(self):
         super().__post_init__()
@@ -113,6 +124,13 @@ class ContinualTrainingArguments(TrainingArguments):
         for name in ("memory_size", "attention_distance_images", "attention_drift_images"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}={getattr(self, name)} must be 0 (off) or a positive count")
+        if self.push_to_hub and not self.save_task_checkpoints:
+            raise ConfigError("push_to_hub pushes the saved task checkpoints: set save_task_checkpoints")
+        if self.hub_push_attempts < 1 or self.hub_retry_seconds < 0:
+            raise ConfigError(
+                f"hub_push_attempts={self.hub_push_attempts} must be ≥ 1 and hub_retry_seconds="
+                f"{self.hub_retry_seconds} ≥ 0"
+            )
         if self.memory_selection not in SELECTIONS:
             raise ConfigError(
                 f"memory_selection='{self.memory_selection}' is unknown; valid: {', '.join(SELECTIONS)}"
@@ -132,8 +150,15 @@ class ContinualTrainer(Trainer):
     supports_memory = True  # whether `memory_size` applies (not to joint training, nor to isolation methods)
 
     def __init__(
-        self, model, args: ContinualTrainingArguments, method_config: MethodConfig | None = None, **kwargs
+        self,
+        model,
+        args: ContinualTrainingArguments,
+        method_config: MethodConfig | None = None,
+        hub_api: HfApi | None = None,
+        **kwargs,
     ):
+        """`hub_api`: the Hub client that pushes task checkpoints with `args.push_to_hub` (default: a new
+        `HfApi` with `args.hub_token`)."""
         if not isinstance(args, ContinualTrainingArguments):
             raise ConfigError("args must be ContinualTrainingArguments (it carries the continual options)")
         method_config = self.config_class() if method_config is None else method_config
@@ -142,6 +167,8 @@ class ContinualTrainer(Trainer):
                 f"method_config is a {type(method_config).__name__}; {type(self).__name__} takes a "
                 f"{self.config_class.__name__}"
             )
+        self.hub_api = hub_api
+        self.task_pusher: TaskPusher | None = None  # set by init_hf_repo on the main process
         super().__init__(model=model, args=args, **kwargs)
         self.method_config = method_config
         self.model_accepts_loss_kwargs = False
@@ -212,8 +239,8 @@ class ContinualTrainer(Trainer):
         return 100.0 * aware.float().mean().item(), 100.0 * agnostic.float().mean().item(), len(labels)
 
     def save_task_checkpoint(self, task: Task, task_dir: str) -> None:
-        """The model after `task`: a plain HF checkpoint."""
-        self.save_model(task_dir)
+        """The model after `task`: a plain HF checkpoint (pushed, if asked, by `_write_task_outputs`)."""
+        self.save_model(task_dir, _internal_call=True)
 
     def checkpoint_info(self) -> dict:
         """What `task-<t>/` holds, for its model card: here a whole model."""
@@ -279,6 +306,16 @@ class ContinualTrainer(Trainer):
             },
         )
         started = time.perf_counter()
+        try:
+            self.train_tasks(stream, result, started)
+        finally:  # the run ends after its uploads, even when a task fails
+            if self.task_pusher is not None:
+                result.info["hub"] = outcomes_info(self.task_pusher.repo_id, self.task_pusher.wait())
+                result.save(os.path.join(self.args.output_dir, RESULTS_FILE))
+        return result
+
+    def train_tasks(self, stream: TaskStream, result: ContinualResult, started: float) -> None:
+        """Train, evaluate and save every task of `stream` in turn, recording into `result`."""
         for task in stream:
             task_started = time.perf_counter()
             self.task = task
@@ -323,7 +360,6 @@ class ContinualTrainer(Trainer):
             result.info["task_seconds"].append(time.perf_counter() - task_started)
             result.info["wall_seconds"] = time.perf_counter() - started
             self._write_task_outputs(task, result)
-        return result
 
     def evaluate_seen_tasks(self, last: int) -> tuple[list[float], list[float], list[int]]:
         """Task-aware and task-agnostic accuracy (%) on the test sets of tasks 0..last, and their sizes."""
@@ -363,16 +399,23 @@ class ContinualTrainer(Trainer):
         if self.args.save_task_checkpoints:
             self.save_task_checkpoint(task, task_dir)
         if self.is_world_process_zero():
-            if self.args.save_task_checkpoints:
-                render_task_card(result, task.index).save(os.path.join(task_dir, "README.md"))
             result.save(os.path.join(output_dir, RESULTS_FILE))
             done = result.tasks_done
-            plot_accuracy(
-                os.path.join(output_dir, PLOT_FILE),
-                result.task_aware[:done, :done],
-                result.task_agnostic[:done, :done] if result.has_task_agnostic else None,
-                title=f"{self.method_name} on {self.stream.name}",
-            )
+            for folder in (output_dir, task_dir) if self.args.save_task_checkpoints else (output_dir,):
+                plot_accuracy(
+                    os.path.join(folder, PLOT_FILE),
+                    result.task_aware[:done, :done],
+                    result.task_agnostic[:done, :done] if result.has_task_agnostic else None,
+                    title=f"{self.method_name} on {self.stream.name}",
+                )
+            if self.args.save_task_checkpoints:
+                render_task_card(result, task.index).save(os.path.join(task_dir, CARD_FILE))
+            if self.task_pusher is not None:
+                self.task_pusher.push(
+                    task.index,
+                    task_push_files(result, output_dir, task.index, self.task_pusher.repo_id),
+                    push_message(result, task.index),
+                )
             if result.info.get("attention_drift", [[]])[-1]:
                 plot_attention_drift(
                     os.path.join(output_dir, DRIFT_PLOT_FILE),
@@ -385,6 +428,26 @@ class ContinualTrainer(Trainer):
                     {self.method_name: result.info["attention_distance"]},
                     title=f"mean attention distance, {self.method_name} on {self.stream.name}",
                 )
+
+    # the Hub
+
+    def init_hf_repo(self, token: str | None = None, private: bool | None = None) -> None:
+        """With `push_to_hub` (called by `Trainer.__init__`): create or find the repo and the uploader of
+        the task checkpoints, on the main process; a repo that cannot be had fails here, before training."""
+        if not self.is_world_process_zero():
+            return
+        api = self.hub_api if self.hub_api is not None else HfApi(token=token or self.args.hub_token)
+        self.task_pusher = TaskPusher(
+            self.args.hub_model_id or Path(self.args.output_dir).absolute().name,
+            api,
+            private=self.args.hub_private_repo if private is None else private,
+            attempts=self.args.hub_push_attempts,
+            retry_seconds=self.args.hub_retry_seconds,
+        )
+        self.hub_model_id = self.task_pusher.repo_id
+
+    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
+        """The Trainer's checkpoints inside a task stay local: the Hub gets the task checkpoints only."""
 
     def _check_before_training(self, stream: TaskStream) -> None:
         """Everything that can be checked before the first step, with errors naming the field."""

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field, fields
 
 import torch.nn.functional as F
@@ -119,16 +121,23 @@ class TaskIncrementalTrainer(ContinualTrainer):
         return 100.0 * correct.float().mean().item(), math.nan, len(labels)
 
     def save_task_checkpoint(self, task: Task, task_dir: str) -> None:
-        """`task-<t>/`: the task's adapter alone (PEFT writes a non-default adapter to `<dir>/<name>/`)."""
-        if self.is_world_process_zero():
-            self.model.save_pretrained(os.path.dirname(task_dir), selected_adapters=[self.adapter_name(task)])
+        """`task-<t>/`: the task's adapter alone. PEFT writes a non-default adapter to `<dir>/<name>/` and
+        its own model card to `<dir>/`: it writes into a staging folder, whose adapter folder is moved."""
+        if not self.is_world_process_zero():
+            return
+        name = self.adapter_name(task)
+        with tempfile.TemporaryDirectory(dir=os.path.dirname(task_dir), prefix=".staging-") as staging:
+            self.model.save_pretrained(staging, selected_adapters=[name])
+            shutil.rmtree(task_dir, ignore_errors=True)
+            os.replace(os.path.join(staging, name), task_dir)
 
     def save_base(self) -> None:
-        """`base/`: the frozen base model as a plain HF checkpoint (adapter layers taken out)."""
+        """`base/`: the frozen base model as a plain HF checkpoint (adapter layers taken out), with the
+        image processor."""
         if self.args.save_task_checkpoints and self.is_world_process_zero():
-            self.base_model().save_pretrained(
-                os.path.join(self.args.output_dir, BASE_DIR), state_dict=get_base_model_state_dict(self.model)
-            )
+            base_dir = os.path.join(self.args.output_dir, BASE_DIR)
+            self.base_model().save_pretrained(base_dir, state_dict=get_base_model_state_dict(self.model))
+            self.processing_class.save_pretrained(base_dir)
 
     def checkpoint_info(self) -> dict:
         return {"format": "adapter", "base": BASE_DIR, "shared_adapter": None}
