@@ -8,6 +8,7 @@ checkpoint (from the run's folder, or from the Hub repo's `task-<t>` branch) and
 
 from __future__ import annotations
 
+import json
 import math
 import shlex
 from pathlib import Path
@@ -61,19 +62,16 @@ def loading_arguments(task_index: int, checkpoint: dict, repo_id: str | None) ->
 
     def source(task: int, subfolder: str | None = None) -> str:
         if repo_id is None:
-            return repr(f"path/to/run/{subfolder or task_branch(task)}")
-        return (
-            f"{repo_id!r}, "
-            + (f"subfolder={subfolder!r}, " if subfolder else "")
-            + f"revision={task_branch(task)!r}"
-        )
+            return json.dumps(f"path/to/run/{subfolder or task_branch(task)}")
+        folder = f"subfolder={json.dumps(subfolder)}, " if subfolder else ""
+        return f"{json.dumps(repo_id)}, {folder}revision={json.dumps(task_branch(task))}"
 
     shared = checkpoint.get("shared_adapter")
     return {
         "model": source(task_index),
         "base": source(task_index, checkpoint.get("base")) if checkpoint.get("base") else "",
         "shared": source(int(shared.rsplit("-", 1)[1])) if shared else "",
-        "run": repr(repo_id or "path/to/run"),
+        "run": json.dumps(repo_id or "path/to/run"),
     }
 
 

@@ -122,7 +122,7 @@ def test_full_model_run_pushes_each_task_to_its_branch_and_main_holds_the_latest
         weights = (tmp_path / f"task-{task}" / "model.safetensors").read_bytes()
         assert hub.branches[f"task-{task}"]["model.safetensors"] == weights
         card = hub.branches[f"task-{task}"]["README.md"].decode()
-        assert f"from_pretrained('{REPO}', revision='task-{task}')" in card
+        assert f'from_pretrained("{REPO}", revision="task-{task}")' in card
     assert hub.branches["main"] == hub.branches["task-1"]
     assert hub.branches["task-0"]["model.safetensors"] != hub.branches["task-1"]["model.safetensors"]
     saved = json.loads((tmp_path / "results.json").read_text())
@@ -148,8 +148,8 @@ def test_adapter_run_pushes_the_adapter_with_its_base_and_no_pickle(tiny_splits,
         adapter = (tmp_path / f"task-{task}" / "adapter_model.safetensors").read_bytes()
         assert hub.branches[f"task-{task}"]["adapter_model.safetensors"] == adapter
         card = hub.branches[f"task-{task}"]["README.md"].decode()
-        assert f"from_pretrained('{REPO}', subfolder='base', revision='task-{task}')" in card
-        assert f"PeftModel.from_pretrained(base, '{REPO}', revision='task-{task}'" in card
+        assert f'from_pretrained("{REPO}", subfolder="base", revision="task-{task}")' in card
+        assert f'PeftModel.from_pretrained(base, "{REPO}", revision="task-{task}"' in card
     assert (
         hub.branches["task-0"]["adapter_model.safetensors"]
         != hub.branches["task-1"]["adapter_model.safetensors"]
@@ -274,6 +274,6 @@ def test_the_model_card_is_yaml_front_matter_with_model_index_and_the_matrix(tin
         assert f"| T{t + 1} | {cells} |" in body
     assert "![accuracy matrices](accuracy.png)" in body
     first = front_matter(str(render_task_card(result, 0)))[1]
-    assert "| T2 |" not in first and "from_pretrained('path/to/run/task-0')" in first
+    assert "| T2 |" not in first and 'from_pretrained("path/to/run/task-0")' in first
     with pytest.raises(ValueError, match="task_index=2"):
         render_task_card(result, 2)
