@@ -25,7 +25,6 @@ import logging
 import os
 import re
 import shutil
-import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -89,7 +88,8 @@ class PushOutcome:
 
 
 class TaskPusher:
-    """Pushes task checkpoints to one Hub repo in a background thread, with retries (module docstring).
+    """Pushes task checkpoints to one Hub repo in a background thread, with retries (module docstring);
+    `push` and `wait` are called from one thread (the training loop).
 
     `api` is the `HfApi` client (its token decides who pushes); the repo is created (or found) at once,
     so a missing login or network fails before training starts.
@@ -118,7 +118,6 @@ class TaskPusher:
         self.retry_seconds = retry_seconds
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hf_vitcl-push")
         self._pending: list[Future] = []
-        self._lock = threading.Lock()
 
     def push(self, task_index: int, files: dict[str, Path | bytes], message: str) -> Future:
         """Queue the commit of `files` (path in repo → local file or content) as task `task_index`.
@@ -126,14 +125,12 @@ class TaskPusher:
         Local files are read when the upload runs, so they must not change afterwards (a task's folder
         does not)."""
         future = self._executor.submit(self._push_with_retries, task_index, dict(files), message)
-        with self._lock:
-            self._pending.append(future)
+        self._pending.append(future)
         return future
 
     def wait(self) -> list[PushOutcome]:
         """Block until every queued push has ended; their outcomes, in task order."""
-        with self._lock:
-            pending, self._pending = self._pending, []
+        pending, self._pending = self._pending, []
         return [future.result() for future in pending]
 
     def close(self) -> list[PushOutcome]:
