@@ -13,7 +13,8 @@ task-aware matrix is the headline). Both matrices are always recorded.
 
 Works on a `Dataset` and on an `IterableDataset` (`streaming=True`). The image column is read
 undecoded (`Image(decode=False)`) and only decoded by the transform of the task that uses it, so
-cutting a task never decodes an image of another class.
+cutting a task never decodes an image of another class. `from_hub` reshards a streamed split of few
+parquet files by row group, so that every DataLoader worker gets shards to read (`reshard_by_row_group`).
 
 Domain-incremental streams (`TaskStream.from_domains`, as in the Visual Decathlon experiment of Takeda
 et al., ICIP 2022): each domain is a one-task `TaskStream` of its own dataset, with its own columns,
@@ -42,6 +43,8 @@ from hf_vitcl.errors import ConfigError, HubAccessError
 SCENARIOS = ("class-incremental", "task-incremental")
 IMAGE_COLUMNS = ("img", "image")
 LABEL_COLUMNS = ("label", "fine_label", "labels")
+# A streamed split with fewer shards (files) than this is resharded by parquet row group.
+RESHARD_BELOW_SHARDS = 64
 
 
 def check_scenario(scenario: str) -> None:
@@ -150,6 +153,18 @@ def load_image_dataset(path: str, *, streaming: bool = False, revision: str | No
     except FileNotFoundError as err:
         where = "local folder" if os.path.exists(path) else "local path or Hub dataset"
         raise ConfigError(f"dataset '{path}': no such {where} with image data ({err})") from err
+
+
+def reshard_by_row_group(dataset: IterableDataset) -> IterableDataset:
+    """A streamed split of fewer than `RESHARD_BELOW_SHARDS` shards split into one shard per parquet row
+    group (`IterableDataset.reshard`), in the same order.
+
+    `datasets` hands whole shards to DataLoader workers and stops the workers left without one, so a
+    split in one file would feed a single worker. A file written as one row group stays one shard. Splits
+    of many files are left alone: they already have shards enough, and resharding reads every file's
+    footer (a request per file on the Hub).
+    """
+    return dataset.reshard() if dataset.num_shards < RESHARD_BELOW_SHARDS else dataset
 
 
 @dataclass
@@ -319,7 +334,8 @@ class TaskStream(_Tasks):
         """Load a Hub id or local folder with `datasets` and cut it into tasks.
 
         Without a test split, `test_fraction` carves a stratified one from the training split (seed 0,
-        so it is part of the data, not of the run); this needs `streaming=False`.
+        so it is part of the data, not of the run); this needs `streaming=False`. Streamed splits are
+        resharded by row group (`reshard_by_row_group`) so that DataLoader workers share the reading.
         """
         splits = load_image_dataset(path, streaming=streaming, revision=revision, config_name=config_name)
         available = list(splits)
@@ -345,6 +361,8 @@ class TaskStream(_Tasks):
                 train = train.class_encode_column(label_column)
             parts = train.train_test_split(test_size=test_fraction, stratify_by_column=label_column, seed=0)
             train, test = parts["train"], parts["test"]
+        if streaming:
+            train, test = reshard_by_row_group(train), reshard_by_row_group(test)
         return cls(train, test, name=stream_kwargs.pop("name", path), **stream_kwargs)
 
     @classmethod
@@ -400,7 +418,12 @@ class TaskStream(_Tasks):
 
     def encode(self, dataset, processor, label_map: dict, train: bool):
         """Attach the model's preprocessing, labels from `label_map` (and, for training, augmentation and
-        stream shuffling)."""
+        stream shuffling).
+
+        A streamed training set is shuffled in shard order, then in a buffer filled from one shard at a
+        time (`max_buffer_input_shards=1`): `datasets`' default of 10 interleaved shards reads parquet in
+        threads and then sleeps 5 s at the end of every pass and whenever training stops mid-pass.
+        """
         transform = ImageClassificationTransform(
             processor,
             label_map,
@@ -411,7 +434,9 @@ class TaskStream(_Tasks):
         if not self.streaming:
             return dataset.with_transform(transform.batch)
         if train:
-            dataset = dataset.shuffle(seed=self.seed or 0, buffer_size=self.shuffle_buffer_size)
+            dataset = dataset.shuffle(
+                seed=self.seed or 0, buffer_size=self.shuffle_buffer_size, max_buffer_input_shards=1
+            )
         return dataset.map(transform.example, remove_columns=dataset.column_names)
 
     def describe(self) -> dict:
