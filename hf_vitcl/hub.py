@@ -283,7 +283,7 @@ class TaskAdapterModel(nn.Module):
     def forward(self, pixel_values: torch.Tensor, task_id: int) -> torch.Tensor:
         if not 0 <= task_id < len(self.adapter_names):
             raise ValueError(f"task_id={task_id}: the model has tasks 0..{len(self.adapter_names) - 1}")
-        self.peft_model.set_adapter(self.adapter_names[task_id])
+        self.peft_model.set_adapter(self.adapter_names[task_id], inference_mode=True)
         return self.peft_model(pixel_values=pixel_values).logits
 
     def id2label(self, task_id: int) -> dict[int, str]:

@@ -16,7 +16,9 @@
 Per task: the head grows to the classes seen so far (old rows copied), optimizer and scheduler are
 rebuilt (so new parameters are in them), the normal `Trainer.train()` loop runs, every seen task is
 evaluated (task-aware and task-agnostic accuracy, gathered over all processes by `Trainer.predict`),
-and `task-<t>/` (a plain HF checkpoint with its model card), `results.json` and `accuracy.png` are written.
+and `task-<t>/` (a plain HF checkpoint with its model card and plot), `results.json` and `accuracy.png`
+are written; with `push_to_hub`, `task-<t>/` is queued for upload to the Hub in the background
+(`hf_vitcl.hub.TaskPusher`), and `fit` returns once every upload has ended.
 
 Switched on by arguments, for any method: an exemplar memory (`memory_size`, `hf_vitcl.exemplars`)
 replayed with every task and refilled after it, and the mean attention distance per block and head
@@ -64,7 +66,9 @@ class ContinualTrainingArguments(TrainingArguments):
     """`TrainingArguments` (applied to every task: epochs, `max_steps`, lr, ... are per task) plus the
     continual options. Defaults differ from `TrainingArguments` where the task loop needs it:
     `remove_unused_columns=False` (the transform needs the image column) and `save_strategy="no"`
-    (each task's model is saved as `task-<t>/` anyway)."""
+    (each task's model is saved as `task-<t>/` anyway). `push_to_hub` (with `hub_model_id`, `hub_token`,
+    `hub_private_repo`) pushes each task's checkpoint to the repo's branch `task-<t>` (`hf_vitcl.hub`); the
+    Trainer's own pushes of its mid-task checkpoints are not made."""
 
     loss_scope: str = field(
         default="current",
@@ -114,8 +118,6 @@ class ContinualTrainingArguments(TrainingArguments):
     )
     remove_unused_columns: bool = False
     save_strategy: str = "no"
-    # push_to_hub (with hub_model_id, hub_token, hub_private_repo) pushes each task's checkpoint to branch
-    # task-<t> of the repo (hf_vitcl.hub); the Trainer's own pushes of its checkpoints are not made.
 
     def __post_init__(self):
         super().__post_init__()
