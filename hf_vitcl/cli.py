@@ -12,7 +12,7 @@ import argparse
 import difflib
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import yaml
 from transformers import HfArgumentParser, set_seed
@@ -129,6 +129,13 @@ class DataArguments:
     horizontal_flip: bool | None = field(
         default=None, metadata={"help": "Random flips (default: benchmark's)."}
     )
+    corrupt_images: str = field(
+        default="error",
+        metadata={
+            "help": "An image that cannot be decoded: 'error' stops the run naming it; 'skip' leaves it out, "
+            "logged and counted in results.json (in memory, every image is decoded once to find them)."
+        },
+    )
 
 
 def _yaml_defaults(path: str) -> dict:
@@ -140,6 +147,28 @@ def _yaml_defaults(path: str) -> dict:
     if not isinstance(values, dict):
         raise ConfigError(f"config: '{path}' must hold a mapping of option: value")
     return values
+
+
+def _check_yaml_value(action: argparse.Action, key: str, value) -> None:
+    """A `ConfigError` naming `key` unless the YAML value of a number or boolean option converts as the
+    flag's text would: argparse converts only string defaults, so a list, a mapping or a boolean would
+    otherwise reach the option as it is. (Options taking text, JSON or mappings are left as they are.)"""
+    kind = getattr(action.type, "__name__", None)
+    if value is None or kind not in ("int", "float", "string_to_bool"):
+        return
+    listed = action.nargs in ("+", "*")
+    items = value if listed and isinstance(value, list) else [value]
+    for item in items:
+        text = str(item).lower() if isinstance(item, bool) else item if isinstance(item, str) else str(item)
+        try:
+            if isinstance(item, (list, dict)):
+                raise TypeError
+            action.type(text)
+        except (TypeError, ValueError, argparse.ArgumentTypeError):
+            wanted = {"int": "an integer", "float": "a number", "string_to_bool": "true or false"}[kind]
+            raise ConfigError(
+                f"config: {key}={value!r} must be {wanted}" + (" (or a list of them)" if listed else "")
+            ) from None
 
 
 def parse_args(argv: list[str] | None = None):
@@ -165,8 +194,21 @@ def parse_args(argv: list[str] | None = None):
             f"'{k}'" + (f" (did you mean '{h[0]}'?)" if h else "") for k, h in hints.items()
         )
         raise ConfigError(f"config: unknown option {described} for method '{method.method_name}'")
+    actions = {action.dest: action for action in parser._actions}
+    for key, value in defaults.items():
+        _check_yaml_value(actions[key], key, value)
     parser.set_defaults(**defaults)
-    run, model_args, data_args, training_args, method_config = parser.parse_args_into_dataclasses(argv)
+    *parsed, remaining = parser.parse_args_into_dataclasses(argv, return_remaining_strings=True)
+    flags = [word for word in remaining if word.startswith("--")]
+    if remaining:
+        hints = {flag: difflib.get_close_matches(flag[2:], options, n=1) for flag in flags}
+        described = ", ".join(
+            f"'{f}'" + (f" (did you mean '--{h[0]}'?)" if h else "") for f, h in hints.items()
+        )
+        raise ConfigError(
+            f"unknown option {described or remaining} for method '{method.method_name}' (see --help)"
+        )
+    run, model_args, data_args, training_args, method_config = parsed
     if training_args.output_dir in (None, "trainer_output"):
         if data_args.domains is not None:
             name = "domains"
@@ -225,6 +267,7 @@ def build_domain_stream(data: DataArguments, seed: int) -> DomainStream:
             streaming=data.streaming,
             seed=seed,
             augmentation=_augmentation(data, benchmark),
+            corrupt_images=data.corrupt_images,
             **_columns(data),
         )
         if benchmark is not None:
@@ -256,6 +299,7 @@ def build_stream(data: DataArguments, seed: int) -> TaskStream | DomainStream:
         seed=seed,
         scenario=data.scenario,
         augmentation=_augmentation(data, benchmark),
+        corrupt_images=data.corrupt_images,
         **_columns(data),
     )
     if benchmark is not None:
@@ -296,7 +340,8 @@ def run(argv: list[str] | None = None) -> ContinualResult:
         model=model, args=training_args, method_config=method_config, processing_class=processor
     )
     try:
-        result = trainer.fit(stream)
+        run_config = {"run": asdict(run_args), "model": asdict(model_args), "data": asdict(data_args)}
+        result = trainer.fit(stream, run_config=run_config)
     finally:
         # Destroys the process group of a multi-process run: left to interpreter exit, gloo's threads abort.
         trainer.accelerator.end_training()

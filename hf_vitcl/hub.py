@@ -251,21 +251,25 @@ def _is_folder(source: str | os.PathLike) -> bool:
 
 def load_task_model(source: str | os.PathLike, task_index: int, **kwargs):
     """The full model after task `task_index`: `<source>/task-<t>` of a run's folder, or branch `task-<t>`
-    of the Hub repo `source` (`kwargs` go to `from_pretrained`)."""
+    of the Hub repo `source` (`kwargs` go to `from_pretrained`); safetensors weights only."""
     if _is_folder(source):
         return AutoModelForImageClassification.from_pretrained(
-            Path(source) / task_branch(task_index), **kwargs
+            Path(source) / task_branch(task_index), use_safetensors=True, **kwargs
         )
-    return AutoModelForImageClassification.from_pretrained(source, revision=task_branch(task_index), **kwargs)
+    return AutoModelForImageClassification.from_pretrained(
+        source, revision=task_branch(task_index), use_safetensors=True, **kwargs
+    )
 
 
-def saved_tasks(source: str | os.PathLike, api: HfApi | None = None) -> list[int]:
-    """The tasks with a checkpoint: the run folder's `task-<t>` folders, or the repo's `task-<t>` branches."""
+def saved_tasks(source: str | os.PathLike, api: HfApi | None = None, count: int | None = None) -> list[int]:
+    """The tasks with a checkpoint: the run folder's `task-<t>` folders, or the repo's `task-<t>` branches
+    (only the first `count`, if given)."""
     if _is_folder(source):
         names = [path.name for path in Path(source).iterdir() if path.is_dir()]
     else:
         names = [ref.name for ref in (api or HfApi()).list_repo_refs(str(source)).branches]
     tasks = sorted(int(match[1]) for name in names if (match := TASK_BRANCH.fullmatch(name)))
+    tasks = tasks if count is None else [t for t in tasks if t < count]
     if tasks != list(range(len(tasks))) or not tasks:
         raise ConfigError(f"source '{source}': expected checkpoints task-0 .. task-<T-1>, found {tasks}")
     return tasks
@@ -306,22 +310,29 @@ class TaskAdapterModel(nn.Module):
 
 
 def load_task_adapters(
-    source: str | os.PathLike, *, base_subfolder: str = "base", api: HfApi | None = None, **kwargs
+    source: str | os.PathLike,
+    *,
+    tasks: int | None = None,
+    base_subfolder: str = "base",
+    api: HfApi | None = None,
+    **kwargs,
 ) -> TaskAdapterModel:
-    """Every task adapter of a task-incremental run, in task order, on its base, in eval mode.
+    """Every task adapter of a task-incremental run (or its first `tasks`), in task order, on its base,
+    in eval mode.
 
     From a run's folder: `<source>/base` and `<source>/task-<t>`; from a Hub repo: `base/` and the root of
     each branch `task-<t>`. Adapters are loaded in task order, so Mask-RKR's later tasks find the shared
     factors of `task-0`. Needs hf_vitcl's adapter methods registered with PEFT (importing hf_vitcl does it).
     """
-    tasks = saved_tasks(source, api)
-    names = [task_branch(t) for t in tasks]
+    names = [task_branch(t) for t in saved_tasks(source, api, count=tasks)]
     if _is_folder(source):
-        base = AutoModelForImageClassification.from_pretrained(Path(source) / base_subfolder, **kwargs)
+        base = AutoModelForImageClassification.from_pretrained(
+            Path(source) / base_subfolder, use_safetensors=True, **kwargs
+        )
         locations = [(str(Path(source) / name), {}) for name in names]
     else:
         base = AutoModelForImageClassification.from_pretrained(
-            source, subfolder=base_subfolder, revision=names[-1], **kwargs
+            source, subfolder=base_subfolder, revision=names[-1], use_safetensors=True, **kwargs
         )
         locations = [(str(source), {"revision": name}) for name in names]
     (first, first_kwargs), *rest = locations

@@ -150,7 +150,13 @@ def load_model(
             f"image_size={image_size} does not fit model '{model}', which takes {config.image_size}x"
             f"{config.image_size} images: drop image_size or set it to {config.image_size}"
         )
-    classifier = AutoModelForImageClassification.from_pretrained(model)
+    try:  # safetensors only: a pickled checkpoint (pytorch_model.bin) could run code when loaded
+        classifier = AutoModelForImageClassification.from_pretrained(model, use_safetensors=True)
+    except OSError as err:
+        raise ConfigError(
+            f"model '{model}' has no safetensors weights (model.safetensors); hf_vitcl loads no pickled "
+            f"weights: convert the checkpoint (load it once, then save_pretrained) ({err})"
+        ) from err
     try:
         processor = ViTImageProcessorPil.from_pretrained(model)
     except OSError:  # a checkpoint without preprocessor_config.json

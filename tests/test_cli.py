@@ -266,3 +266,31 @@ def test_push_to_hub_offline_fails_before_training(tiny_folder, tmp_path, capsys
     assert str(exit_info.value) == (
         "hf_vitcl: error: push_to_hub pushes the saved task checkpoints: set save_task_checkpoints"
     )
+
+
+def test_the_same_command_gives_the_same_results_and_records_how_to_rerun(tiny_folder, tmp_path):
+    def results(name: str, *flags: str) -> dict:
+        run(
+            [
+                "--dataset",
+                str(tiny_folder),
+                *TINY_RUN,
+                "--max_steps",
+                "4",
+                *flags,
+                "--output_dir",
+                str(tmp_path / name),
+            ]
+        )
+        return json.loads((tmp_path / name / "results.json").read_text())
+
+    # augmentation on, so the randomness of the data, the head and the initialisation all count
+    first, second = results("first", "--crop_padding", "2"), results("second", "--crop_padding", "2")
+    for key in ("task_aware", "task_agnostic", "metrics", "stream"):
+        assert first[key] == second[key], key
+    other_seed = results("other", "--crop_padding", "2", "--seed", "1")
+    assert other_seed["stream"]["class_order"] != first["stream"]["class_order"]
+    assert first["run_config"]["data"]["dataset"] == str(tiny_folder)
+    assert first["run_config"]["data"]["crop_padding"] == 2
+    assert first["run_config"]["model"]["model"] == "micro"
+    assert first["stream"]["fingerprints"]["train"] and first["versions"]["datasets"]

@@ -151,8 +151,13 @@ def test_herding_selects_by_the_pre_logit_features_of_unaugmented_images_and_rep
             expected = candidates[herding_order(features[candidates], per_class)].tolist()
             assert memory.exemplars[label].rows == expected
     dataset = memory.dataset(tiny_processor())
-    first_pass, second_pass = (torch.stack([item["pixel_values"] for item in dataset]) for _ in range(2))
-    assert not torch.equal(first_pass, second_pass)  # random crops and flips
+    passes = []
+    for epoch in (0, 0, 1):
+        for part in dataset.datasets:
+            part.set_epoch(epoch)
+        passes.append(torch.stack([item["pixel_values"] for item in dataset]))
+    assert torch.equal(passes[0], passes[1])  # an epoch's augmentation is a function of (seed, epoch, row)
+    assert not torch.equal(passes[0], passes[2])  # random crops and flips, new in each epoch
 
 
 def test_random_selection_is_reproducible_by_seed(stream):

@@ -124,6 +124,7 @@ def test_full_model_run_pushes_each_task_to_its_branch_and_main_holds_the_latest
         card = hub.branches[f"task-{task}"]["README.md"].decode()
         assert f'from_pretrained("{REPO}", revision="task-{task}")' in card
     assert hub.branches["main"] == hub.branches["task-1"]
+    assert not (tmp_path / "task-1" / "training_args.bin").exists()  # a task checkpoint holds no pickle
     assert hub.branches["task-0"]["model.safetensors"] != hub.branches["task-1"]["model.safetensors"]
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["hub"]["repo_id"] == REPO

@@ -5,6 +5,7 @@ import torch
 from conftest import tiny_processor, tiny_vit
 from transformers import ResNetConfig
 
+from hf_vitcl.errors import ConfigError
 from hf_vitcl.models import VIT_SIZES, load_model, model_config_from_scratch
 
 
@@ -70,3 +71,17 @@ def test_other_architectures_are_rejected(tmp_path):
 def test_folder_without_config_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="local path without a loadable config.json"):
         load_model(str(tmp_path))
+
+
+def test_pickled_weights_are_refused(tmp_path):
+    model = tiny_vit()
+    model.config.save_pretrained(tmp_path)
+    torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")  # a pickle, as old checkpoints hold
+    with pytest.raises(ConfigError, match="has no safetensors weights .*loads no pickled weights"):
+        load_model(str(tmp_path))
+    model.save_pretrained(tmp_path)  # the same weights as safetensors load
+    loaded, _ = load_model(str(tmp_path))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(loaded.state_dict().values(), model.state_dict().values(), strict=True)
+    )

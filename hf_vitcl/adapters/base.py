@@ -299,7 +299,10 @@ class TaskAdapterModel(BaseTuner):
             if plain.endswith(PACKED_SUFFIX):
                 plain = plain.removesuffix(PACKED_SUFFIX)
                 if plain not in expected:
-                    raise ConfigError(f"adapter '{adapter_name}': the base model has no layer for '{plain}'")
+                    raise ConfigError(
+                        f"adapter '{adapter_name}': the base model has no layer for '{plain}'; it was saved "
+                        f"for another base ({config.base_model_name_or_path!r})"
+                    )
                 try:
                     mask = unpack_bits(value, expected[plain].shape)
                 except ConfigError as err:
@@ -309,7 +312,12 @@ class TaskAdapterModel(BaseTuner):
                 on, off = config.score_init, 2 * config.threshold - config.score_init
                 value = torch.where(mask, on, off).to(expected[plain].dtype)
                 key = "base_model.model." + plain if key.startswith("base_model.model.") else plain
-            if plain in expected and expected[plain].shape != value.shape:
+            if plain not in expected:  # PEFT itself would only warn, and leave the adapter as initialised
+                raise ConfigError(
+                    f"adapter '{adapter_name}': the base model has no layer for '{plain}'; it was saved for "
+                    f"another base ({config.base_model_name_or_path!r})"
+                )
+            if expected[plain].shape != value.shape:
                 raise ConfigError(
                     f"adapter '{adapter_name}' does not fit this base model: '{plain}' has shape "
                     f"{tuple(value.shape)} in the adapter and {tuple(expected[plain].shape)} in the model; "

@@ -23,6 +23,15 @@ A task encodes its examples with the labels of its block, so a domain's `Task` i
 task moved to the domain's offset. Label values repeat across datasets, so the composite names a class
 by (domain index, label value) in `class_order` and `task_classes`, and by "<domain>/<class name>" in
 `class_names`, <domain> being the last path component of the domain stream's name.
+
+Bad data: labels outside the stream's classes are an error (in memory when the stream is built, streamed
+when the row is read). An image that cannot be decoded is an error naming its split and label, or, with
+`corrupt_images="skip"`, left out, logged and counted in `skipped_images` ({split: count}, also in
+`describe()`). In memory the skip is decided once, by decoding every image when the stream is built (about
+10 s for CIFAR-10's 60,000 images on this project's CPU), so every reader sees the same rows: the Trainer
+and its workers, the exemplar memory, `describe()`'s task sizes. Streamed, the image is left out when it
+is read, and counted in the main process only (see `CorruptImages`). A skipped test image is left out of
+the accuracy: the test sizes recorded with the results are the images evaluated.
 """
 
 from __future__ import annotations
@@ -30,14 +39,23 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
+import torch
 from datasets import ClassLabel, Dataset, IterableDataset, load_dataset
 from datasets import Image as ImageFeature
 from torch.utils.data import ConcatDataset
+from torch.utils.data import Dataset as TorchDataset
 
 from hf_vitcl.data.benchmarks import get_benchmark
-from hf_vitcl.data.transforms import Augmentation, ImageClassificationTransform
+from hf_vitcl.data.transforms import (
+    DECODE_ERRORS,
+    Augmentation,
+    CorruptImages,
+    ImageClassificationTransform,
+    decode_image,
+)
 from hf_vitcl.errors import ConfigError, HubAccessError
 
 SCENARIOS = ("class-incremental", "task-incremental")
@@ -196,7 +214,9 @@ class Task:
 
     def test_dataset(self, processor):
         """Test examples (`pixel_values`, `labels`), not augmented."""
-        return self.stream.encode(self.stream.subset("test", self.classes), processor, self.label_map, False)
+        return self.stream.encode(
+            self.stream.subset("test", self.classes), processor, self.label_map, False, split="test"
+        )
 
 
 @dataclass
@@ -219,6 +239,46 @@ class JointTask:
 
     def test_dataset(self, processor) -> ConcatDataset:
         return ConcatDataset([part.test_dataset(processor) for part in self.parts])
+
+
+class SeededTrainingExamples(TorchDataset):
+    """An in-memory training set whose example `i` is augmented in epoch `e` from its own generator, seeded
+    by (seed, e, i): the same augmentation whatever the batch order, the DataLoader workers, or a resume
+    from a Trainer checkpoint (whose DataLoader has already drawn the next batch when it is saved). The
+    trainer sets the epoch (`set_epoch`) as each epoch begins."""
+
+    def __init__(self, dataset: Dataset, transform: ImageClassificationTransform, seed: int):
+        self.dataset, self.transform, self.seed = dataset, transform, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: int | slice | list[int]) -> dict:
+        """One example (an int) or a batch (a slice or a list of rows), as `Dataset.with_transform` gives."""
+        if isinstance(key, int):
+            return self.__getitems__([key])[0]
+        rows = list(range(len(self))[key]) if isinstance(key, slice) else list(key)
+        return self.transform.batch(self.dataset[rows], self._generators(rows))
+
+    def __getitems__(self, rows: list[int]) -> list[dict]:
+        """For the DataLoader: the examples of `rows`, one dict each."""
+        batch = self.transform.batch(self.dataset[list(rows)], self._generators(rows))
+        return [
+            {"pixel_values": pixels, "labels": label}
+            for pixels, label in zip(batch["pixel_values"], batch["labels"], strict=True)
+        ]
+
+    def _generators(self, rows: list[int]) -> list[torch.Generator]:
+        return [
+            torch.Generator().manual_seed(
+                int(np.random.SeedSequence([self.seed, self.epoch, row]).generate_state(1)[0])
+            )
+            for row in rows
+        ]
 
 
 class _Tasks:
@@ -260,8 +320,10 @@ class TaskStream(_Tasks):
         augmentation: Augmentation | None = None,
         shuffle_buffer_size: int = 1000,
         name: str | None = None,
+        corrupt_images: str = "error",
     ):
         check_scenario(scenario)
+        self.corrupt_images = CorruptImages(corrupt_images, name)
         if isinstance(train, IterableDataset) != isinstance(test, IterableDataset):
             raise ConfigError("train and test must both be streamed (IterableDataset) or both not (Dataset)")
         self.streaming = isinstance(train, IterableDataset)
@@ -300,6 +362,10 @@ class TaskStream(_Tasks):
 
         self.splits = {"train": self._undecoded(train), "test": self._undecoded(test)}
         if not self.streaming:
+            if corrupt_images == "skip":
+                self.splits = {
+                    split: self._without_corrupt_images(split, ds) for split, ds in self.splits.items()
+                }
             self._split_labels = {split: self._labels(ds) for split, ds in self.splits.items()}
             for split, labels in self._split_labels.items():
                 unknown = set(labels.tolist()) - set(self.label_map)
@@ -408,17 +474,24 @@ class TaskStream(_Tasks):
 
     # data
 
+    @property
+    def skipped_images(self) -> dict[str, int]:
+        """Undecodable images left out so far, per split (`corrupt_images="skip"`; see `CorruptImages`)."""
+        return self.corrupt_images.skipped
+
     def subset(self, split: str, classes: Sequence) -> Dataset | IterableDataset:
-        """The raw (undecoded) examples of `split` whose label is in `classes`."""
+        """The raw (undecoded) examples of `split` whose label is in `classes`; streamed, a label outside
+        the stream's classes raises a `ConfigError` when its row is read."""
         dataset = self.splits[split]
         if self.streaming:
-            wanted = frozenset(classes)
-            return dataset.filter(lambda label: label in wanted, input_columns=self.label_column)
+            return dataset.filter(
+                partial(self._keeps_streamed_row, split, frozenset(classes)), input_columns=self.label_column
+            )
         return dataset.select(np.flatnonzero(np.isin(self._split_labels[split], list(classes))))
 
-    def encode(self, dataset, processor, label_map: dict, train: bool):
+    def encode(self, dataset, processor, label_map: dict, train: bool, *, split: str = "train"):
         """Attach the model's preprocessing, labels from `label_map` (and, for training, augmentation and
-        stream shuffling).
+        stream shuffling); undecodable images of `split` are handled as `corrupt_images` says.
 
         A streamed training set is shuffled in shard order, then in a buffer filled from one shard at a
         time (`max_buffer_input_shards=1`): `datasets`' default of 10 interleaved shards reads parquet in
@@ -430,14 +503,19 @@ class TaskStream(_Tasks):
             self.image_column,
             self.label_column,
             self.augmentation if train else None,
+            corrupt_images=self.corrupt_images,
+            split=split,
         )
         if not self.streaming:
+            if train:
+                return SeededTrainingExamples(dataset, transform, self.seed or 0)
             return dataset.with_transform(transform.batch)
         if train:
             dataset = dataset.shuffle(
                 seed=self.seed or 0, buffer_size=self.shuffle_buffer_size, max_buffer_input_shards=1
             )
-        return dataset.map(transform.example, remove_columns=dataset.column_names)
+        # a batch of one in, none out when its image is skipped
+        return dataset.map(transform.batch, batched=True, batch_size=1, remove_columns=dataset.column_names)
 
     def describe(self) -> dict:
         """What results.json records about the stream."""
@@ -452,6 +530,9 @@ class TaskStream(_Tasks):
             "class_names": self.class_names,
             "task_classes": [list(c) for c in self.task_classes],
             "augmentation": vars(self.augmentation),
+            "corrupt_images": self.corrupt_images.option,
+            # the live counts: results.json, rewritten after every task, holds the skips so far
+            "skipped_images": self.skipped_images,
         }
         if not self.streaming:
             info["fingerprints"] = {split: ds._fingerprint for split, ds in self.splits.items()}
@@ -470,6 +551,31 @@ class TaskStream(_Tasks):
 
     def _labels(self, dataset: Dataset) -> np.ndarray:
         return np.asarray(dataset.select_columns([self.label_column]).with_format("numpy")[self.label_column])
+
+    def _without_corrupt_images(self, split: str, dataset: Dataset) -> Dataset:
+        """`dataset` without the rows whose image cannot be decoded, each logged and counted."""
+        kept = []
+        for row, example in enumerate(dataset.select_columns([self.image_column, self.label_column])):
+            try:
+                decode_image(example[self.image_column])
+            except DECODE_ERRORS as error:
+                self.corrupt_images.handle(
+                    split, example[self.image_column], example[self.label_column], error, row=row
+                )
+            else:
+                kept.append(row)
+        return dataset if len(kept) == len(dataset) else dataset.select(kept)
+
+    def _keeps_streamed_row(self, split: str, classes: frozenset, label) -> bool:
+        """Whether a streamed row of `split` is one of `classes`; an error if it is none of the stream's."""
+        if label not in self.label_map:
+            raise ConfigError(
+                f"the {split} split has a row labelled {label!r} in '{self.label_column}', which is not "
+                f"among the stream's classes {self.class_order[:10]}"
+                f"{'...' if len(self.class_order) > 10 else ''} (a streamed split is checked as it is read): "
+                "filter such rows out, or give a class_order that lists every label"
+            )
+        return label in classes
 
 
 class DomainStream(_Tasks):
@@ -516,6 +622,13 @@ class DomainStream(_Tasks):
             for prefix, domain in zip(names, self.domains, strict=True)
             for class_name in domain.class_names
         ]
+
+    @property
+    def skipped_images(self) -> dict[str, int]:
+        """Undecodable images left out so far, per split, over all domains (see `TaskStream`)."""
+        return {
+            split: sum(domain.skipped_images[split] for domain in self.domains) for split in ("train", "test")
+        }
 
     def joint_task(self, index: int) -> JointTask:
         """Domains 0..index as one task (for the joint upper bound); in-memory domains only."""

@@ -266,6 +266,23 @@ class ARCLTrainer(ContinualTrainer):
         self._step_masks: torch.Tensor | None = None
         self._report: dict | None = None
 
+    def method_state(self) -> dict[str, torch.Tensor]:
+        """The mask sum and count, and the class Gaussians (stacked by head label)."""
+        if self.mask_sum is None:
+            return {}
+        return {
+            "mask_sum": self.mask_sum,
+            "mask_count": torch.tensor(self.mask_count),
+            "class_means": torch.stack(self.class_means),
+            "class_covariances": torch.stack(self.class_covariances),
+        }
+
+    def load_method_state(self, state: dict[str, torch.Tensor]) -> None:
+        if state:
+            self.mask_sum, self.mask_count = state["mask_sum"], int(state["mask_count"])
+            self.class_means = list(state["class_means"])
+            self.class_covariances = list(state["class_covariances"])
+
     # masks
 
     @property

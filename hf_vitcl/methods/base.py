@@ -33,6 +33,7 @@ whatever the accumulation.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -42,21 +43,42 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from huggingface_hub import HfApi
+from peft import PeftModel
 from torch.utils.data import ConcatDataset
-from transformers import Trainer, TrainingArguments
+from transformers import (
+    AutoModelForImageClassification,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+    set_seed,
+)
+from transformers.trainer import TRAINING_ARGS_NAME
 
 from hf_vitcl.attention.locality import attention_distances
 from hf_vitcl.attention.rollout import attention_drift, check_rollout_model, rollout_maps
 from hf_vitcl.data.stream import Task, TaskStream
 from hf_vitcl.errors import ConfigError
 from hf_vitcl.evaluation.plots import plot_accuracy, plot_attention_distance, plot_attention_drift
-from hf_vitcl.evaluation.results import RESULTS_FILE, ContinualResult, package_versions
-from hf_vitcl.exemplars import SELECTIONS, ExemplarMemory
+from hf_vitcl.evaluation.results import RESULTS_FILE, ContinualResult, package_versions, to_jsonable
+from hf_vitcl.exemplars import SELECTIONS, ClassExemplars, ExemplarMemory
 from hf_vitcl.hub import CARD_FILE, PLOT_FILE, TaskPusher, outcomes_info, push_message, task_push_files
+from hf_vitcl.methods.run_state import (
+    IN_TASK_STATE_FILE,
+    check_digests,
+    file_digests,
+    last_complete_checkpoint,
+    load_tensors,
+    phase_seed,
+    run_state_path,
+    save_tensors,
+    training_checkpoints_dir,
+)
 from hf_vitcl.model_card import render_task_card
 from hf_vitcl.models import check_model_fits, grow_classifier
 
 LOSS_SCOPES = ("current", "seen")
+# What must be the same for `resume` to continue a run (besides the stream's class order and tasks).
+RESUME_MUST_MATCH = ("method", "method_config", "checkpoint", "seed", "world_size")
 DISTANCE_PLOT_FILE = "attention_distance.png"
 DRIFT_PLOT_FILE = "attention_drift.png"
 
@@ -81,6 +103,14 @@ class ContinualTrainingArguments(TrainingArguments):
     overwrite_results: bool = field(
         default=False,
         metadata={"help": "Allow writing into an output_dir that already holds a results.json."},
+    )
+    resume: bool = field(
+        default=False,
+        metadata={
+            "help": "Continue the run in output_dir after a crash: from its last task done, or from the "
+            "last Trainer checkpoint inside the next task (with save_strategy steps). Starts the run if "
+            "none is there."
+        },
     )
     memory_size: int = field(
         default=0,
@@ -126,6 +156,12 @@ class ContinualTrainingArguments(TrainingArguments):
         for name in ("memory_size", "attention_distance_images", "attention_drift_images"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}={getattr(self, name)} must be 0 (off) or a positive count")
+        if self.resume and self.overwrite_results:
+            raise ConfigError(
+                "resume continues the run in output_dir, overwrite_results starts it over: pick one"
+            )
+        if self.resume and not self.save_task_checkpoints:
+            raise ConfigError("resume restarts from the saved task checkpoints: set save_task_checkpoints")
         if self.push_to_hub and not self.save_task_checkpoints:
             raise ConfigError("push_to_hub pushes the saved task checkpoints: set save_task_checkpoints")
         if self.hub_push_attempts < 1 or self.hub_retry_seconds < 0:
@@ -137,6 +173,16 @@ class ContinualTrainingArguments(TrainingArguments):
             raise ConfigError(
                 f"memory_selection='{self.memory_selection}' is unknown; valid: {', '.join(SELECTIONS)}"
             )
+
+
+class _TrainingEpochCallback(TrainerCallback):
+    """Calls `set_training_epoch` as each epoch begins (also the epoch a resumed task continues in)."""
+
+    def __init__(self, trainer: ContinualTrainer):
+        self.trainer = trainer
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.trainer.set_training_epoch(int(state.epoch or 0))
 
 
 @dataclass
@@ -181,6 +227,7 @@ class ContinualTrainer(Trainer):
             ExemplarMemory(args.memory_size, args.memory_selection, args.seed) if args.memory_size else None
         )
         self._distance_images: torch.Tensor | None = None
+        self.add_callback(_TrainingEpochCallback(self))
         self._drift_images: list[torch.Tensor] = []  # per task: its first attention_drift_images test images
         self._drift_references: list[torch.Tensor] = []  # their rollout maps right after the task
 
@@ -241,8 +288,11 @@ class ContinualTrainer(Trainer):
         return 100.0 * aware.float().mean().item(), 100.0 * agnostic.float().mean().item(), len(labels)
 
     def save_task_checkpoint(self, task: Task, task_dir: str) -> None:
-        """The model after `task`: a plain HF checkpoint (pushed, if asked, by `_write_task_outputs`)."""
+        """The model after `task`: a plain HF checkpoint (pushed, if asked, by `_write_task_outputs`). It
+        holds no pickle: the Trainer's pickled arguments are removed (results.json records them)."""
         self.save_model(task_dir, _internal_call=True)
+        if self.is_world_process_zero():
+            Path(task_dir, TRAINING_ARGS_NAME).unlink(missing_ok=True)
 
     def checkpoint_info(self) -> dict:
         """What `task-<t>/` holds, for its model card: here a whole model."""
@@ -278,8 +328,11 @@ class ContinualTrainer(Trainer):
 
     # the task loop
 
-    def fit(self, stream: TaskStream) -> ContinualResult:
-        """Train on every task of `stream` in order; return (and save) both accuracy matrices."""
+    def fit(self, stream: TaskStream, run_config: dict | None = None) -> ContinualResult:
+        """Train on every task of `stream` in order; return (and save) both accuracy matrices.
+
+        `run_config`: how the caller built the model and the stream (the command line's parsed options),
+        recorded in results.json so that the run can be repeated even if its YAML file changes."""
         self._check_before_training(stream)
         self.stream = stream
         info = stream.describe()
@@ -303,23 +356,33 @@ class ContinualTrainer(Trainer):
                     if f.init and isinstance(getattr(self.args, f.name), (int, float, str, bool, type(None)))
                 },
                 "command": sys.argv,
+                "run_config": run_config,
                 "versions": package_versions(),
                 "task_seconds": [],
             },
         )
-        started = time.perf_counter()
+        first = 0
+        if self.args.resume and os.path.exists(os.path.join(self.args.output_dir, RESULTS_FILE)):
+            result, first = self.restore_run(stream, result)
+        started = time.perf_counter() - result.info.get("wall_seconds", 0.0)
         try:
-            self.train_tasks(stream, result, started)
+            self.train_tasks(stream, result, started, first)
         finally:  # the run ends after its uploads, even when a task fails
             if self.task_pusher is not None:
                 result.info["hub"] = outcomes_info(self.task_pusher.repo_id, self.task_pusher.wait())
                 result.save(os.path.join(self.args.output_dir, RESULTS_FILE))
         return result
 
-    def train_tasks(self, stream: TaskStream, result: ContinualResult, started: float) -> None:
-        """Train, evaluate and save every task of `stream` in turn, recording into `result`."""
-        for task in stream:
+    def train_tasks(
+        self, stream: TaskStream, result: ContinualResult, started: float, first: int = 0
+    ) -> None:
+        """Train, evaluate and save tasks `first`.. of `stream` in turn, recording into `result`. The first
+        one continues from its last complete Trainer checkpoint when the run is resumed."""
+        for task in stream.tasks[first:]:
             task_started = time.perf_counter()
+            # Each phase's randomness (new head rows, augmentation, dropout; then the end-of-task passes)
+            # comes from (seed, task, phase), not from how the earlier ones ran: a resumed run repeats it.
+            set_seed(phase_seed(self.args.seed, task.index, 0))
             self.task = task
             self.prepare_model(task)
             self.classes_seen = task.labels.stop
@@ -332,8 +395,16 @@ class ContinualTrainer(Trainer):
             self.optimizer, self.lr_scheduler = None, None
             self.model_wrapped = self.model
             self.begin_task(task)
-            self.train()
+            checkpoint = None
+            if self.args.resume and task.index == first:
+                checkpoint = last_complete_checkpoint(
+                    training_checkpoints_dir(self.args.output_dir, task.index)
+                )
+            if checkpoint is not None:
+                self.load_in_task_state(load_tensors(os.path.join(checkpoint, IN_TASK_STATE_FILE)))
+            self.train(resume_from_checkpoint=checkpoint)
             self.model_wrapped = self.model  # hooks and evaluation see the plain model, not the wrapper
+            set_seed(phase_seed(self.args.seed, task.index, 1))
             self.end_task(task)
             if self.memory is not None:
                 self.memory.update(
@@ -396,12 +467,24 @@ class ContinualTrainer(Trainer):
         ]
 
     def _write_task_outputs(self, task: Task, result: ContinualResult) -> None:
+        """The task's checkpoint and run state, then results.json (the commit point, listing their
+        digests; see `hf_vitcl.methods.run_state`), then the plots, the card and the push."""
         output_dir = self.args.output_dir
         task_dir = os.path.join(output_dir, f"task-{task.index}")
         if self.args.save_task_checkpoints:
             self.save_task_checkpoint(task, task_dir)
         if self.is_world_process_zero():
+            if self.args.save_task_checkpoints:
+                state_path = run_state_path(output_dir, task.index)
+                save_tensors(state_path, self.run_state())
+                saved = [task_dir, state_path]
+                if self.checkpoint_info().get("base"):
+                    saved.append(os.path.join(output_dir, self.checkpoint_info()["base"]))
+                result.info["resume_files"] = file_digests(output_dir, saved)
             result.save(os.path.join(output_dir, RESULTS_FILE))
+            if task.index > 0:
+                Path(run_state_path(output_dir, task.index - 1)).unlink(missing_ok=True)
+            shutil.rmtree(training_checkpoints_dir(output_dir, task.index), ignore_errors=True)
             done = result.tasks_done
             for folder in (output_dir, task_dir) if self.args.save_task_checkpoints else (output_dir,):
                 plot_accuracy(
@@ -430,6 +513,119 @@ class ContinualTrainer(Trainer):
                     {self.method_name: result.info["attention_distance"]},
                     title=f"mean attention distance, {self.method_name} on {self.stream.name}",
                 )
+
+    # resuming (hf_vitcl.methods.run_state)
+
+    def set_training_epoch(self, epoch: int) -> None:
+        """Tell the training set (each part of a concatenation) which epoch begins: in-memory examples draw
+        their augmentation from (seed, epoch, index)."""
+        parts = [self.train_dataset]
+        while parts:
+            part = parts.pop()
+            parts.extend(getattr(part, "datasets", []))  # the parts of a concatenation (memory included)
+            if hasattr(part, "set_epoch"):
+                part.set_epoch(epoch)
+
+    def method_state(self) -> dict[str, torch.Tensor]:
+        """What the method carries from one task to the next beyond the model (importances, anchors,
+        statistics), as named tensors; saved after every task in safetensors."""
+        return {}
+
+    def load_method_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Inverse of `method_state`."""
+
+    def in_task_state(self) -> dict[str, torch.Tensor]:
+        """What the method accumulates during a task's steps (SI's path integral), saved with each Trainer
+        checkpoint inside the task."""
+        return {}
+
+    def load_in_task_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Inverse of `in_task_state`, before training resumes from the checkpoint."""
+
+    def restore_task_checkpoint(self, task: Task) -> None:
+        """Inverse of `save_task_checkpoint`: the model as it was after `task` (here: the grown head, then
+        every weight from `task-<t>/`)."""
+        self.prepare_model(task)
+        saved = AutoModelForImageClassification.from_pretrained(
+            os.path.join(self.args.output_dir, f"task-{task.index}"), use_safetensors=True
+        )
+        self.model.load_state_dict(saved.state_dict())
+
+    def run_state(self) -> dict[str, torch.Tensor]:
+        """The method's state, the exemplar memory's rows and the attention-drift references."""
+        state = {f"method/{name}": tensor for name, tensor in self.method_state().items()}
+        for label, kept in (self.memory.exemplars if self.memory is not None else {}).items():
+            state[f"memory/{label}"] = torch.tensor(kept.rows, dtype=torch.int64)
+        for index, (images, maps) in enumerate(zip(self._drift_images, self._drift_references, strict=True)):
+            state[f"drift_images/{index}"], state[f"drift_maps/{index}"] = images, maps
+        return state
+
+    def load_run_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Inverse of `run_state`."""
+        self.load_method_state({k.split("/", 1)[1]: v for k, v in state.items() if k.startswith("method/")})
+        for name, rows in state.items():
+            if name.startswith("memory/"):
+                label = int(name.split("/")[1])
+                owner = next(task for task in self.stream.tasks if label in task.labels)
+                self.memory.exemplars[label] = ClassExemplars(owner, rows.tolist())
+        count = sum(name.startswith("drift_images/") for name in state)
+        self._drift_images = [state[f"drift_images/{index}"] for index in range(count)]
+        self._drift_references = [state[f"drift_maps/{index}"] for index in range(count)]
+
+    def restore_run(self, stream: TaskStream, fresh: ContinualResult) -> tuple[ContinualResult, int]:
+        """The result saved in output_dir and the index of the next task, with the model, the method's
+        state and the memory as they were after the last task done; refuses a run of another command or
+        files that changed since they were written."""
+        output_dir = self.args.output_dir
+        saved = ContinualResult.load(os.path.join(output_dir, RESULTS_FILE))
+        ours = to_jsonable(fresh.info)
+        differing = [key for key in RESUME_MUST_MATCH if to_jsonable(saved.info.get(key)) != ours[key]]
+        differing += [
+            f"stream.{key}"
+            for key in ("class_order", "task_classes")
+            if saved.info["stream"][key] != ours["stream"][key]
+        ]
+        if differing or saved.scenario != fresh.scenario:
+            raise ConfigError(
+                f"resume: output_dir '{output_dir}' holds a run that differs from this one in "
+                f"{', '.join(differing) or 'scenario'}; give the same command, or another output_dir"
+            )
+        done = saved.tasks_done
+        if done == 0:
+            return fresh, 0
+        check_digests(output_dir, saved.info["resume_files"])
+        last = stream.tasks[done - 1]
+        self.restore_task_checkpoint(last)
+        self.model.to(self.args.device)
+        self.classes_seen = last.labels.stop
+        self.load_run_state(load_tensors(run_state_path(output_dir, last.index)))
+        saved.info.setdefault("resumed", []).append({"tasks_done": done, "command": sys.argv})
+        return saved, done
+
+    def _get_output_dir(self, trial) -> str:
+        """The Trainer's checkpoints inside a task go to `task-<t>-checkpoints/`."""
+        if self.task is None:
+            return super()._get_output_dir(trial)
+        return training_checkpoints_dir(self.args.output_dir, self.task.index)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        """Load a Trainer checkpoint's weights through `from_pretrained`, which maps the names the weights
+        are saved under (transformers 5 writes ViT's 4.x names) to the model's. The Trainer's own loader
+        matches the raw names non-strictly, and silently leaves a ViT's encoder as it was."""
+        model = self.model if model is None else model
+        if isinstance(model, PeftModel):  # adapters are saved under the model's own names
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
+            return
+        saved = type(model).from_pretrained(resume_from_checkpoint, use_safetensors=True)
+        model.load_state_dict(saved.state_dict())
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """The Trainer's checkpoint, then the method's in-task state, written last: it marks the checkpoint
+        complete (`run_state.last_complete_checkpoint`)."""
+        super()._save_checkpoint(model, trial)
+        if self.is_world_process_zero():
+            folder = os.path.join(self._get_output_dir(trial), f"checkpoint-{self.state.global_step}")
+            save_tensors(os.path.join(folder, IN_TASK_STATE_FILE), self.in_task_state())
 
     # the Hub
 
@@ -483,8 +679,8 @@ class ContinualTrainer(Trainer):
         if stream.streaming and self.args.max_steps <= 0:
             raise ConfigError("max_steps: a streamed task has no length, so set max_steps (per task) > 0")
         results = os.path.join(self.args.output_dir, RESULTS_FILE)
-        if os.path.exists(results) and not self.args.overwrite_results:
+        if os.path.exists(results) and not (self.args.overwrite_results or self.args.resume):
             raise ConfigError(
                 f"output_dir '{self.args.output_dir}' already holds a run ({RESULTS_FILE}); choose another "
-                "output_dir or pass overwrite_results"
+                "output_dir, pass resume to continue it, or overwrite_results to start it over"
             )

@@ -53,6 +53,20 @@ class WeightPenaltyTrainer(ContinualTrainer):
     def extra_loss(self, model, inputs, outputs):
         return self.penalty()
 
+    def method_state(self) -> dict[str, torch.Tensor]:
+        """Ω and θ*, by parameter name."""
+        return {
+            **{f"importance/{name}": value for name, value in self.importance.items()},
+            **{f"anchor/{name}": value for name, value in self.anchor.items()},
+        }
+
+    def load_method_state(self, state: dict[str, torch.Tensor]) -> None:
+        device = self.args.device
+        self.importance = {
+            k.split("/", 1)[1]: v.to(device) for k, v in state.items() if k.startswith("importance/")
+        }
+        self.anchor = {k.split("/", 1)[1]: v.to(device) for k, v in state.items() if k.startswith("anchor/")}
+
     def end_task(self, task: Task) -> None:
         self.importance = self.updated_importance(task)
         self.anchor = {name: p.detach().clone() for name, p in backbone_parameters(self.model).items()}

@@ -72,6 +72,13 @@ class SITrainer(WeightPenaltyTrainer):
         self._task_gradient.clear()
         self._step_start.clear()
 
+    def in_task_state(self) -> dict[str, torch.Tensor]:
+        """w so far in the task (saved with each Trainer checkpoint)."""
+        return {f"path/{name}": value for name, value in self.path.items()}
+
+    def load_in_task_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.path = {name.split("/", 1)[1]: value.to(self.args.device) for name, value in state.items()}
+
     def updated_importance(self, task):
         damping = self.method_config.damping
         return {

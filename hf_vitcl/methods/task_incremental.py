@@ -26,6 +26,7 @@ from peft.utils.save_and_load import get_base_model_state_dict, get_peft_model_s
 from hf_vitcl.adapters import ENCODER_LINEAR_LAYERS, TaskAdapterConfig
 from hf_vitcl.data.stream import Task, TaskStream
 from hf_vitcl.errors import ConfigError
+from hf_vitcl.hub import load_task_adapters
 from hf_vitcl.methods.base import ContinualTrainer, MethodConfig
 
 BASE_DIR = "base"
@@ -130,6 +131,14 @@ class TaskIncrementalTrainer(ContinualTrainer):
             self.model.save_pretrained(staging, selected_adapters=[name])
             shutil.rmtree(task_dir, ignore_errors=True)
             os.replace(os.path.join(staging, name), task_dir)
+
+    def restore_task_checkpoint(self, task: Task) -> None:
+        """The frozen base and the adapters of tasks 0..`task`, from `base/` and `task-<t>/`; the base keeps
+        the name it had (the next adapters' configs record it), not that of the folder it is read from."""
+        name = self.base_model().name_or_path
+        self.model = load_task_adapters(self.args.output_dir, tasks=task.index + 1).peft_model
+        base = self.base_model()
+        base.name_or_path = base.config.name_or_path = name
 
     def save_base(self) -> None:
         """`base/`: the frozen base model as a plain HF checkpoint (adapter layers taken out), with the
