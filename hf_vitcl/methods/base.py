@@ -46,7 +46,6 @@ from huggingface_hub import HfApi
 from peft import PeftModel
 from torch.utils.data import ConcatDataset
 from transformers import (
-    AutoModelForImageClassification,
     Trainer,
     TrainerCallback,
     TrainingArguments,
@@ -173,6 +172,12 @@ class ContinualTrainingArguments(TrainingArguments):
             raise ConfigError(
                 f"memory_selection='{self.memory_selection}' is unknown; valid: {', '.join(SELECTIONS)}"
             )
+
+
+def load_saved_weights(model, folder: str) -> None:
+    """`model`'s weights from a `save_pretrained` folder (safetensors only), read through `from_pretrained`,
+    which maps the names the weights are saved under to the model's."""
+    model.load_state_dict(type(model).from_pretrained(folder, use_safetensors=True).state_dict())
 
 
 class _TrainingEpochCallback(TrainerCallback):
@@ -477,9 +482,8 @@ class ContinualTrainer(Trainer):
             if self.args.save_task_checkpoints:
                 state_path = run_state_path(output_dir, task.index)
                 save_tensors(state_path, self.run_state())
-                saved = [task_dir, state_path]
-                if self.checkpoint_info().get("base"):
-                    saved.append(os.path.join(output_dir, self.checkpoint_info()["base"]))
+                base = self.checkpoint_info().get("base")  # the adapters' frozen base
+                saved = [task_dir, state_path] + ([os.path.join(output_dir, base)] if base else [])
                 result.info["resume_files"] = file_digests(output_dir, saved)
             result.save(os.path.join(output_dir, RESULTS_FILE))
             if task.index > 0:
@@ -546,10 +550,7 @@ class ContinualTrainer(Trainer):
         """Inverse of `save_task_checkpoint`: the model as it was after `task` (here: the grown head, then
         every weight from `task-<t>/`)."""
         self.prepare_model(task)
-        saved = AutoModelForImageClassification.from_pretrained(
-            os.path.join(self.args.output_dir, f"task-{task.index}"), use_safetensors=True
-        )
-        self.model.load_state_dict(saved.state_dict())
+        load_saved_weights(self.model, os.path.join(self.args.output_dir, f"task-{task.index}"))
 
     def run_state(self) -> dict[str, torch.Tensor]:
         """The method's state, the exemplar memory's rows and the attention-drift references."""
@@ -616,8 +617,7 @@ class ContinualTrainer(Trainer):
         if isinstance(model, PeftModel):  # adapters are saved under the model's own names
             super()._load_from_checkpoint(resume_from_checkpoint, model)
             return
-        saved = type(model).from_pretrained(resume_from_checkpoint, use_safetensors=True)
-        model.load_state_dict(saved.state_dict())
+        load_saved_weights(model, resume_from_checkpoint)
 
     def _save_checkpoint(self, model, trial) -> None:
         """The Trainer's checkpoint, then the method's in-task state, written last: it marks the checkpoint
