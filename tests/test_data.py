@@ -609,9 +609,9 @@ def test_transform_matches_the_processor():
         torch.testing.assert_close(out["pixel_values"][i], direct)
         np.testing.assert_allclose(out["pixel_values"][i].numpy(), manual_pixel_values(resized), atol=1e-6)
         # a decoded PIL image works too
-        single = transform.example({"image": images[i], "label": examples["label"][i]})
-        assert single["labels"] == label_map[examples["label"][i]]
-        torch.testing.assert_close(single["pixel_values"], direct)
+        single = transform.batch({"image": [images[i]], "label": [examples["label"][i]]})
+        assert single["labels"].tolist() == [label_map[examples["label"][i]]]
+        torch.testing.assert_close(single["pixel_values"][0], direct)
 
 
 RESAMPLES = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
@@ -632,7 +632,7 @@ def test_transform_resizes_with_the_processor_resample(resample):
     transform = ImageClassificationTransform(processor, {0: 0}, "image", "label")
     image = noise_image(8, size=(20, 12))
     reference = image.resize((IMAGE_SIZE, IMAGE_SIZE), resample=RESAMPLES[resample])
-    pixels = transform.example({"image": image, "label": 0})["pixel_values"]
+    pixels = transform.batch({"image": [image], "label": [0]})["pixel_values"][0]
     np.testing.assert_allclose(pixels.numpy(), manual_pixel_values(reference), atol=1e-6)
     # the processor's own resize gives the same
     torch.testing.assert_close(pixels, processor(image, return_tensors="pt")["pixel_values"][0])

@@ -189,10 +189,3 @@ class ImageClassificationTransform:
             images.append(self._image(image, generators[index] if generators is not None else None))
             labels.append(self.label_map[label])
         return {"pixel_values": self._pixel_values(images), "labels": torch.tensor(labels, dtype=torch.long)}
-
-    def example(self, example: Mapping) -> dict | None:
-        """One example in, one out (None when its image is skipped): `batch` of one."""
-        out = self.batch({column: [example[column]] for column in (self.image_column, self.label_column)})
-        if not len(out["labels"]):
-            return None
-        return {"pixel_values": out["pixel_values"][0], "labels": int(out["labels"][0])}

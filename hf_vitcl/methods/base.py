@@ -490,14 +490,14 @@ class ContinualTrainer(Trainer):
                 Path(run_state_path(output_dir, task.index - 1)).unlink(missing_ok=True)
             shutil.rmtree(training_checkpoints_dir(output_dir, task.index), ignore_errors=True)
             done = result.tasks_done
-            for folder in (output_dir, task_dir) if self.args.save_task_checkpoints else (output_dir,):
-                plot_accuracy(
-                    os.path.join(folder, PLOT_FILE),
-                    result.task_aware[:done, :done],
-                    result.task_agnostic[:done, :done] if result.has_task_agnostic else None,
-                    title=f"{self.method_name} on {self.stream.name}",
-                )
-            if self.args.save_task_checkpoints:
+            plot_accuracy(
+                os.path.join(output_dir, PLOT_FILE),
+                result.task_aware[:done, :done],
+                result.task_agnostic[:done, :done] if result.has_task_agnostic else None,
+                title=f"{self.method_name} on {self.stream.name}",
+            )
+            if self.args.save_task_checkpoints:  # the plot as it is after this task, for the card
+                shutil.copyfile(os.path.join(output_dir, PLOT_FILE), os.path.join(task_dir, PLOT_FILE))
                 render_task_card(result, task.index).save(os.path.join(task_dir, CARD_FILE))
             if self.task_pusher is not None:
                 self.task_pusher.push(
