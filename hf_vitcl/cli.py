@@ -18,12 +18,12 @@ import yaml
 from transformers import HfArgumentParser, set_seed
 
 from hf_vitcl.attention.lpa import apply_lpa
-from hf_vitcl.data import BENCHMARKS, Augmentation, Benchmark, TaskStream, get_benchmark
-from hf_vitcl.data.stream import DomainStream
+from hf_vitcl.data import BENCHMARKS, Augmentation, Benchmark, DomainStream, TaskStream, get_benchmark
 from hf_vitcl.errors import ConfigError
 from hf_vitcl.evaluation.results import ContinualResult
-from hf_vitcl.methods import ContinualTrainingArguments, get_method
+from hf_vitcl.methods import get_method
 from hf_vitcl.models import SIZES, ViTShape, load_model
+from hf_vitcl.training.arguments import ContinualTrainingArguments
 
 DEFAULT_BENCHMARK = "split-digits"
 # The recipe's defaults: the embedded Split Digits run, a few minutes on a CPU.
@@ -40,7 +40,11 @@ RECIPE_DEFAULTS = {
 @dataclass
 class RunArguments:
     method: str = field(
-        default="finetune", metadata={"help": "Continual-learning method (see hf_vitcl.METHODS)."}
+        default="finetune",
+        metadata={
+            "help": "Continual-learning method: a registered name (see hf_vitcl.METHODS) or the dotted path "
+            "of a ContinualTrainer subclass, package.module.Class."
+        },
     )
     config: str | None = field(default=None, metadata={"help": "YAML file of defaults; flags override it."})
 
@@ -216,7 +220,9 @@ def parse_args(argv: list[str] | None = None):
             name = os.path.basename(os.path.normpath(data_args.dataset))
         else:
             name = data_args.benchmark or DEFAULT_BENCHMARK
-        training_args.output_dir = os.path.join("runs", f"{name}-{run.method}-seed{training_args.seed}")
+        training_args.output_dir = os.path.join(
+            "runs", f"{name}-{method.method_name}-seed{training_args.seed}"
+        )
     return run, model_args, data_args, training_args, method_config
 
 

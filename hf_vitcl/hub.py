@@ -1,4 +1,4 @@
-"""Per-task checkpoints on the Hugging Face Hub, and loading them back from the Hub or a run's folder.
+"""Pushing per-task checkpoints to the Hugging Face Hub (loading them back: `hf_vitcl.checkpoints`).
 
 A run with `--push_to_hub --hub_model_id user/name` pushes, after each task t, one commit to the branch
 `task-<t>` (created from `main` if missing) and the same commit's files to `main`, so `main` holds the
@@ -7,46 +7,37 @@ latest task. Each commit holds:
   t's adapter (`adapter_config.json`, `adapter_model.safetensors`) with the frozen base model in `base/`;
 - its model card `README.md` (with `model-index` metrics) and the accuracy matrices so far, `accuracy.png`.
 Files of an earlier push that the new checkpoint lacks are deleted, so a branch holds exactly one task's
-checkpoint. A run's folder has the same layout: `task-<t>/` for branch `task-<t>`, with `base/` beside them.
+checkpoint. A run's folder has the same layout (`hf_vitcl.checkpoints`).
 
 `TaskPusher` uploads in one background thread, task after task, so training goes on while a checkpoint
-uploads; `wait()` blocks until every upload has ended (the run calls it before it returns). A failed
-upload is retried with exponential back-off; if every attempt fails it is reported (a logged warning,
-and `hub` in results.json) and the local checkpoint is kept untouched, to be pushed later with `push_run`
-(`python recipes/push_to_hub.py RUN --hub_model_id user/name`).
-
-Loading: `load_task_model(source, t)` for full models, `load_task_adapters(source)` for every task's
-adapter in one model; `source` is a run's folder or a repo id, and works the same either way.
+uploads; `wait()` blocks until every upload has ended. A failed upload is retried with exponential
+back-off; if every attempt fails it is reported (a logged warning, and `hub` in results.json) and the local
+checkpoint is kept untouched, to be pushed later with `push_run`
+(`python recipes/push_to_hub.py RUN --hub_model_id user/name`). During a run the `HubPush` plugin
+(`hf_vitcl.plugins.hub_push`) drives it.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import torch
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
-from peft import PeftModel
-from torch import nn
-from transformers import AutoModelForImageClassification
 
+from hf_vitcl.checkpoints import CARD_FILE, PLOT_FILE, RESULTS_FILE, task_name
 from hf_vitcl.errors import ConfigError
-from hf_vitcl.evaluation.results import RESULTS_FILE, ContinualResult
-from hf_vitcl.model_card import render_task_card, task_branch
+from hf_vitcl.evaluation.results import ContinualResult
+from hf_vitcl.model_card import render_task_card
 
-CARD_FILE = "README.md"
-PLOT_FILE = "accuracy.png"  # the accuracy matrices so far, in each task's folder
 # Files a checkpoint folder may hold that are not pushed: the local card (the Hub gets its own) and the
 # Trainer's pickled arguments (nobody should unpickle a file from the Hub; results.json records them).
 NOT_PUSHED = frozenset({CARD_FILE, "training_args.bin"})
 KEPT_ON_HUB = frozenset({".gitattributes"})
-TASK_BRANCH = re.compile(r"task-(\d+)")
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +55,7 @@ def task_files(run_dir: str | os.PathLike, task_index: int, checkpoint: dict) ->
     """The files pushed for task `task_index` of the run in `run_dir` (its card aside), by path in the repo:
     the task's folder, and for an adapter run the base model under `base/`."""
     run_dir = Path(run_dir)
-    task_dir = run_dir / task_branch(task_index)
+    task_dir = run_dir / task_name(task_index)
     if not task_dir.is_dir():
         raise FileNotFoundError(
             f"{task_dir} does not exist: the run saved no checkpoint for task {task_index}"
@@ -140,7 +131,7 @@ class TaskPusher:
         return outcomes
 
     def _push_with_retries(self, task_index: int, files: dict, message: str) -> PushOutcome:
-        branch = task_branch(task_index)
+        branch = task_name(task_index)
         for attempt in range(1, self.attempts + 1):
             try:
                 self.api.create_branch(self.repo_id, branch=branch, revision="main", exist_ok=True)
@@ -234,109 +225,9 @@ def write_task_cards(
     result, tasks = _saved_run(run_dir, tasks)
     written = []
     for task_index in tasks:
-        folder = Path(output_dir) / task_branch(task_index)
+        folder = Path(output_dir) / task_name(task_index)
         folder.mkdir(parents=True, exist_ok=True)
         render_task_card(result, task_index, repo_id=repo_id).save(folder / CARD_FILE)
-        shutil.copyfile(Path(run_dir) / task_branch(task_index) / PLOT_FILE, folder / PLOT_FILE)
+        shutil.copyfile(Path(run_dir) / task_name(task_index) / PLOT_FILE, folder / PLOT_FILE)
         written.append(folder)
     return written
-
-
-# loading
-
-
-def _is_folder(source: str | os.PathLike) -> bool:
-    return Path(source).is_dir()
-
-
-def load_task_model(source: str | os.PathLike, task_index: int, **kwargs):
-    """The full model after task `task_index`: `<source>/task-<t>` of a run's folder, or branch `task-<t>`
-    of the Hub repo `source` (`kwargs` go to `from_pretrained`); safetensors weights only."""
-    if _is_folder(source):
-        return AutoModelForImageClassification.from_pretrained(
-            Path(source) / task_branch(task_index), use_safetensors=True, **kwargs
-        )
-    return AutoModelForImageClassification.from_pretrained(
-        source, revision=task_branch(task_index), use_safetensors=True, **kwargs
-    )
-
-
-def saved_tasks(source: str | os.PathLike, api: HfApi | None = None, count: int | None = None) -> list[int]:
-    """The tasks with a checkpoint: the run folder's `task-<t>` folders, or the repo's `task-<t>` branches
-    (only the first `count`, if given)."""
-    if _is_folder(source):
-        names = [path.name for path in Path(source).iterdir() if path.is_dir()]
-    else:
-        names = [ref.name for ref in (api or HfApi()).list_repo_refs(str(source)).branches]
-    tasks = sorted(int(match[1]) for name in names if (match := TASK_BRANCH.fullmatch(name)))
-    tasks = tasks if count is None else [t for t in tasks if t < count]
-    if tasks != list(range(len(tasks))) or not tasks:
-        raise ConfigError(f"source '{source}': expected checkpoints task-0 .. task-<T-1>, found {tasks}")
-    return tasks
-
-
-class TaskAdapterModel(nn.Module):
-    """Every task's adapter and head on one frozen base: `model(pixel_values, task_id)` gives the logits
-    of task `task_id`'s head (its classes: `id2label(task_id)`)."""
-
-    def __init__(self, peft_model: PeftModel, adapter_names: list[str]):
-        super().__init__()
-        self.peft_model = peft_model
-        self.adapter_names = adapter_names
-
-    def forward(self, pixel_values: torch.Tensor, task_id: int) -> torch.Tensor:
-        if not 0 <= task_id < len(self.adapter_names):
-            raise ValueError(f"task_id={task_id}: the model has tasks 0..{len(self.adapter_names) - 1}")
-        self.peft_model.set_adapter(self.adapter_names[task_id], inference_mode=True)
-        return self.peft_model(pixel_values=pixel_values).logits
-
-    def id2label(self, task_id: int) -> dict[int, str]:
-        """Names of task `task_id`'s classes by position in its head."""
-        config = self.peft_model.peft_config[self.adapter_names[task_id]]
-        return {int(k): v for k, v in config.id2label.items()}
-
-    @torch.no_grad()
-    def classify(self, pixel_values: torch.Tensor, task_ids: torch.Tensor | list[int]) -> list[str]:
-        """The predicted class name of each image, each with its own task id."""
-        task_ids = torch.as_tensor(task_ids)
-        names: list[str | None] = [None] * len(task_ids)
-        for task_id in task_ids.unique().tolist():
-            rows = (task_ids == task_id).nonzero().flatten()
-            predicted = self(pixel_values[rows], task_id).argmax(-1).tolist()
-            labels = self.id2label(task_id)
-            for row, label in zip(rows.tolist(), predicted, strict=True):
-                names[row] = labels[label]
-        return names
-
-
-def load_task_adapters(
-    source: str | os.PathLike,
-    *,
-    tasks: int | None = None,
-    base_subfolder: str = "base",
-    api: HfApi | None = None,
-    **kwargs,
-) -> TaskAdapterModel:
-    """Every task adapter of a task-incremental run (or its first `tasks`), in task order, on its base,
-    in eval mode.
-
-    From a run's folder: `<source>/base` and `<source>/task-<t>`; from a Hub repo: `base/` and the root of
-    each branch `task-<t>`. Adapters are loaded in task order, so Mask-RKR's later tasks find the shared
-    factors of `task-0`. Needs hf_vitcl's adapter methods registered with PEFT (importing hf_vitcl does it).
-    """
-    names = [task_branch(t) for t in saved_tasks(source, api, count=tasks)]
-    if _is_folder(source):
-        base = AutoModelForImageClassification.from_pretrained(
-            Path(source) / base_subfolder, use_safetensors=True, **kwargs
-        )
-        locations = [(str(Path(source) / name), {}) for name in names]
-    else:
-        base = AutoModelForImageClassification.from_pretrained(
-            source, subfolder=base_subfolder, revision=names[-1], use_safetensors=True, **kwargs
-        )
-        locations = [(str(source), {"revision": name}) for name in names]
-    (first, first_kwargs), *rest = locations
-    model = PeftModel.from_pretrained(base, first, adapter_name=names[0], **first_kwargs)
-    for name, (location, location_kwargs) in zip(names[1:], rest, strict=True):
-        model.load_adapter(location, adapter_name=name, **location_kwargs)
-    return TaskAdapterModel(model, names).eval()

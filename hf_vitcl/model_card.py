@@ -16,17 +16,13 @@ from pathlib import Path
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from hf_vitcl.checkpoints import task_name
 from hf_vitcl.data.benchmarks import BENCHMARKS
 from hf_vitcl.evaluation.results import ContinualResult, to_jsonable
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "model_cards" / "task_checkpoint.md"
 METRIC_NAMES = ("final_accuracy", "average_incremental_accuracy", "forgetting", "bwt", "plasticity")
 MATRIX_NAMES = {"task_agnostic": "task-agnostic", "task_aware": "task-aware"}
-
-
-def task_branch(task_index: int) -> str:
-    """The Hub branch (and the run's folder) of the checkpoint after task `task_index` (0-based)."""
-    return f"task-{task_index}"
 
 
 def dataset_id(stream_name: str) -> str:
@@ -62,9 +58,9 @@ def loading_arguments(task_index: int, checkpoint: dict, repo_id: str | None) ->
 
     def source(task: int, subfolder: str | None = None) -> str:
         if repo_id is None:
-            return json.dumps(f"path/to/run/{subfolder or task_branch(task)}")
+            return json.dumps(f"path/to/run/{subfolder or task_name(task)}")
         folder = f"subfolder={json.dumps(subfolder)}, " if subfolder else ""
-        return f"{json.dumps(repo_id)}, {folder}revision={json.dumps(task_branch(task))}"
+        return f"{json.dumps(repo_id)}, {folder}revision={json.dumps(task_name(task))}"
 
     shared = checkpoint.get("shared_adapter")
     return {
@@ -133,7 +129,7 @@ def render_task_card(result: ContinualResult, task_index: int, repo_id: str | No
         method_config=yaml.safe_dump(to_jsonable(info["method_config"]) or {}, sort_keys=False).strip(),
         command=shlex.join(["accelerate", "launch", "recipes/train.py", *info["command"][1:]]),
         checkpoint=checkpoint,
-        adapter_name=task_branch(task_index),
+        adapter_name=task_name(task_index),
         load=loading_arguments(task_index, checkpoint, repo_id),
         repo_id=repo_id,
         seed=info["seed"],

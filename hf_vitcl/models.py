@@ -40,8 +40,10 @@ SWIN_SIZES = {
     "base": dict(embed_dim=128, depths=[2, 2, 18, 2], num_heads=[4, 8, 16, 32]),
 }
 SIZES = {"vit": VIT_SIZES, "swin": SWIN_SIZES}
-# Model types a checkpoint may have: the architectures, and ViT with Locality-Preserved Attention.
-MODEL_TYPES = (*ARCHITECTURES, ViTLPAConfig.model_type)
+# Model types a checkpoint may have, and their architecture: ViT with Locality-Preserved Attention is a ViT.
+FAMILIES = {"vit": "vit", "swin": "swin", ViTLPAConfig.model_type: "vit"}
+FAMILY_NAMES = {"vit": "ViT", "swin": "Swin"}
+MODEL_TYPES = tuple(FAMILIES)
 
 
 @dataclass(frozen=True)
@@ -214,3 +216,21 @@ def grow_classifier(model: nn.Module, class_names: list[str], keep: int, seed: i
     model.config.id2label = dict(enumerate(class_names))
     model.config.label2id = {name: i for i, name in enumerate(class_names)}
     return grown
+
+
+def model_family(model: nn.Module) -> str:
+    """The architecture of `model` (`vit` or `swin`; a ViT with LPA is a `vit`), else its model type."""
+    model_type = model.config.model_type
+    return FAMILIES.get(model_type, model_type)
+
+
+def pre_logit_features(model: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
+    """The input of `model.classifier` (ViT: the final-layernorm CLS token; Swin: the pooled output),
+    captured with a forward pre-hook on the classifier; works on HF ViT/Swin ForImageClassification."""
+    captured = []
+    hook = model.classifier.register_forward_pre_hook(lambda module, args: captured.append(args[0]))
+    try:
+        model(pixel_values=pixel_values)
+    finally:
+        hook.remove()
+    return captured[0]

@@ -31,8 +31,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local: never wait 
 import pyarrow.parquet as pq  # noqa: E402
 from datasets import disable_progress_bars  # noqa: E402
 
-from hf_vitcl import TaskStream, load_model  # noqa: E402
-from hf_vitcl.methods import ContinualTrainer, ContinualTrainingArguments  # noqa: E402
+from hf_vitcl import ContinualTrainer, ContinualTrainingArguments, TaskStream, load_model  # noqa: E402  # noqa: E402
 
 IN_MEMORY = "in memory"
 STREAMED = "streamed"

@@ -85,9 +85,9 @@ def measure(name: str, options: argparse.Namespace) -> tuple[str, float, float]:
     import torch
     from transformers import TrainerCallback, set_seed
 
-    from hf_vitcl import TaskStream, load_model
+    from hf_vitcl import ContinualTrainingArguments, TaskStream, load_model
     from hf_vitcl.attention import apply_lpa
-    from hf_vitcl.methods import ContinualTrainingArguments, TaskIncrementalTrainer, get_method
+    from hf_vitcl.methods import TaskIncrementalTrainer, get_method
 
     method, config, lpa = VARIANTS[name]
     trainer_class = get_method(method)

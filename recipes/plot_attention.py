@@ -19,13 +19,14 @@ import os
 
 import numpy as np
 
+from hf_vitcl.checkpoints import results_path
 from hf_vitcl.evaluation.plots import plot_attention_distance, plot_attention_drift
 
 MEASURES = {"distance": "attention_distance", "drift": "attention_drift"}
 
 
 def load(run_dir: str, measure: str) -> list:
-    path = os.path.join(run_dir, "results.json")
+    path = results_path(run_dir)
     with open(path) as handle:
         results = json.load(handle)
     key = MEASURES[measure]

@@ -9,6 +9,7 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="hf_vitcl-tests-")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import l2_previous  # noqa: E402, F401  (registers the README's example method, so every generic table runs it)
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from datasets import ClassLabel, Dataset, Features  # noqa: E402
@@ -22,7 +23,7 @@ from transformers import (  # noqa: E402
     ViTImageProcessorPil,
 )
 
-from hf_vitcl.methods import ContinualTrainingArguments  # noqa: E402
+from hf_vitcl import ContinualTrainingArguments  # noqa: E402
 
 IMAGE_SIZE = 16
 CLASS_NAMES = ["apple", "bus", "cat", "dog", "eel", "fox"]
@@ -104,11 +105,37 @@ def tiny_args(output_dir, **overrides) -> ContinualTrainingArguments:
 
 
 @pytest.fixture(scope="session")
-def tiny_folder(tiny_splits, tmp_path_factory):
-    """`tiny_splits` saved as a local dataset folder in the Hub's parquet layout."""
-    root = tmp_path_factory.mktemp("tiny_dataset")
+def six_class_splits():
+    """(train, test) of 6 classes, 3 tasks of 2: 6 training and 3 test images per class."""
+    return make_image_dataset(6, seed=0, num_classes=6), make_image_dataset(3, seed=1, num_classes=6)
+
+
+def save_as_folder(splits, root):
+    """(train, test) saved as a local dataset folder in the Hub's parquet layout."""
     (root / "data").mkdir()
-    train, test = tiny_splits
+    train, test = splits
     train.to_parquet(root / "data" / "train-00000-of-00001.parquet")
     test.to_parquet(root / "data" / "test-00000-of-00001.parquet")
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_folder(tiny_splits, tmp_path_factory):
+    """`tiny_splits` as a local dataset folder."""
+    return save_as_folder(tiny_splits, tmp_path_factory.mktemp("tiny_dataset"))
+
+
+@pytest.fixture(scope="session")
+def six_class_folder(six_class_splits, tmp_path_factory):
+    """`six_class_splits` as a local dataset folder."""
+    return save_as_folder(six_class_splits, tmp_path_factory.mktemp("six_class_dataset"))
+
+
+@pytest.fixture(scope="session")
+def kill_server():
+    """The fork server of runs killed by SIGKILL (`runs.KillServer`), one for the session."""
+    from runs import KillServer
+
+    server = KillServer()
+    yield server
+    server.close()

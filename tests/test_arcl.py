@@ -21,15 +21,15 @@ from hf_vitcl.attention.rollout import (
 )
 from hf_vitcl.data import Augmentation, TaskStream
 from hf_vitcl.errors import ConfigError
-from hf_vitcl.exemplars import pre_logit_features
 from hf_vitcl.methods import ARCLConfig, ARCLTrainer, FinetuneTrainer
 from hf_vitcl.methods.arcl import (
     AttentionGradientMasker,
-    StepScaler,
     attention_weights,
     masked_attention_gradients,
     step_scale,
 )
+from hf_vitcl.models import pre_logit_features
+from hf_vitcl.training.optimization import StepScaler
 
 
 def float64_vit(seed: int = 0) -> ViTForImageClassification:

@@ -17,12 +17,12 @@ from peft import PeftModel, get_peft_model
 from PIL import Image
 from transformers import ViTConfig, ViTForImageClassification
 
+from hf_vitcl import ContinualTrainer
 from hf_vitcl.adapters import MaskRKRConfig, PiggybackConfig, RKRConfig
 from hf_vitcl.cli import build_stream, main, parse_args
 from hf_vitcl.data import Augmentation, TaskStream
 from hf_vitcl.data.transforms import CorruptImageError
 from hf_vitcl.errors import ConfigError
-from hf_vitcl.methods import ContinualTrainer
 
 NO_AUGMENTATION = Augmentation(crop_padding=0, horizontal_flip=False)
 TRANSFORM_LOGGER = "hf_vitcl.data.transforms"

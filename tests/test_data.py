@@ -234,6 +234,49 @@ def test_joint_task_covers_tasks_up_to_t(tiny_splits):
         assert len(joint.train_dataset(processor)) == 6 * (t + 1)
 
 
+def test_task_examples_are_the_stream_encoding_of_its_rows(tiny_splits):
+    """`Task.examples` gives, bit for bit, the stream's encoding of the task's subset: all of it or the rows
+    picked (augmentation seeded by the row within the selection), augmented or as the test set is."""
+    train, test = tiny_splits
+    stream = TaskStream(train, test, n_tasks=2, seed=3)  # the default augmentation: crop and flip
+    processor, task, rows = tiny_processor(), stream[1], [7, 0, 3, 11]
+    subset, label_map = stream.subset("train", task.classes), task.label_map
+    test_subset = stream.subset("test", task.classes)
+    pairs = [
+        (task.examples(processor, "train", augment=True), stream.encode(subset, processor, label_map, True)),
+        (
+            task.examples(processor, "train", rows=rows, augment=True),
+            stream.encode(subset.select(rows), processor, label_map, True),
+        ),
+        (task.examples(processor, "train"), stream.encode(subset, processor, label_map, False)),
+        (
+            task.examples(processor, "test"),
+            stream.encode(test_subset, processor, label_map, False, split="test"),
+        ),
+        (task.train_dataset(processor), stream.encode(subset, processor, label_map, True)),
+        (task.train_dataset(processor, augment=False), stream.encode(subset, processor, label_map, False)),
+        (task.test_dataset(processor), stream.encode(test_subset, processor, label_map, False, split="test")),
+    ]
+    for got, expected in pairs:
+        got, expected = got[:], expected[:]
+        assert torch.equal(got["pixel_values"], expected["pixel_values"])
+        assert torch.equal(got["labels"], expected["labels"])
+    augmented, plain = pairs[0][0][:], pairs[2][0][:]
+    assert not torch.equal(augmented["pixel_values"], plain["pixel_values"])
+    assert task.head_labels("train").tolist() == plain["labels"].tolist()
+    assert task.head_labels("train")[rows].tolist() == pairs[1][0][:]["labels"].tolist()
+    assert task.head_labels("test").tolist() == pairs[3][0][:]["labels"].tolist()
+
+
+def test_streamed_tasks_have_no_rows_nor_head_labels(tiny_splits):
+    train, test = tiny_splits
+    streamed = TaskStream(train.to_iterable_dataset(), test.to_iterable_dataset(), n_tasks=2)
+    with pytest.raises(ConfigError, match=r"^rows: .*streaming=False"):
+        streamed[0].examples(tiny_processor(), rows=[0])
+    with pytest.raises(ConfigError, match=r"^head_labels: .*streaming=False"):
+        streamed[0].head_labels("train")
+
+
 def test_stream_rejects_bad_settings(tiny_splits):
     train, test = tiny_splits
     with pytest.raises(ValueError, match=r"scenario='domain'.*class-incremental, task-incremental"):

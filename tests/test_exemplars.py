@@ -11,9 +11,9 @@ from conftest import make_image_dataset, tiny_args, tiny_processor, tiny_swin, t
 
 from hf_vitcl.data import Augmentation, TaskStream
 from hf_vitcl.errors import ConfigError
-from hf_vitcl.exemplars import ExemplarMemory, herding_order, pre_logit_features
 from hf_vitcl.methods.kd import KDConfig, KDTrainer
-from hf_vitcl.models import grow_classifier
+from hf_vitcl.models import grow_classifier, pre_logit_features
+from hf_vitcl.plugins.replay import ExemplarMemory, herding_order
 
 NO_AUGMENTATION = Augmentation(crop_padding=0, horizontal_flip=False)
 TRAIN_PER_CLASS = 4

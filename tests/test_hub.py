@@ -17,12 +17,12 @@ import yaml
 from conftest import tiny_args, tiny_processor, tiny_vit
 from huggingface_hub import HfApi, ModelCard
 
-from hf_vitcl import load_task_adapters, load_task_model, push_run
+from hf_vitcl import ContinualTrainingArguments, load_task_adapters, load_task_model, push_run
 from hf_vitcl.data import Augmentation, TaskStream
 from hf_vitcl.errors import ConfigError
 from hf_vitcl.evaluation.results import ContinualResult
 from hf_vitcl.hub import TaskPusher, write_task_cards
-from hf_vitcl.methods import METHODS, ContinualTrainingArguments
+from hf_vitcl.methods import METHODS
 from hf_vitcl.model_card import render_task_card
 
 REPO = "someone/split-tiny"

@@ -23,6 +23,7 @@ from hf_vitcl.attention.lpa import patch_offsets
 from hf_vitcl.data import Augmentation, TaskStream
 from hf_vitcl.errors import ConfigError
 from hf_vitcl.methods import FinetuneTrainer
+from hf_vitcl.plugins import AttentionDistanceProbe
 
 GRID = 5  # 20 px images in 4 px patches: a 5x5 grid, 26 tokens with CLS
 HEADS = 9  # K = 3: all nine heads locally initialised, centre c = 1
@@ -214,7 +215,8 @@ def test_a_run_with_lpa_records_attention_distances(tiny_splits, tmp_path):
     result = trainer.fit(stream)
     distances = result.info["attention_distance"]
     assert [[len(block) for block in task] for task in distances] == [[4, 4], [4, 4]]
-    images = trainer.distance_images()
+    (probe,) = [plugin for plugin in trainer.plugins if isinstance(plugin, AttentionDistanceProbe)]
+    images = probe.images
     assert images.shape == (5, 3, 4 * GRID, 4 * GRID)
     processor = tiny_processor(4 * GRID)
     first, second = (task.test_dataset(processor)[:3]["pixel_values"] for task in stream.tasks)

@@ -9,9 +9,9 @@ import torch
 from conftest import make_image_dataset, tiny_args, tiny_processor, tiny_vit
 from torch.utils.data import DataLoader, get_worker_info
 
+from hf_vitcl import ContinualTrainer
 from hf_vitcl.data import Augmentation, TaskStream
-from hf_vitcl.data import stream as stream_module
-from hf_vitcl.methods import ContinualTrainer
+from hf_vitcl.data import loading as loading_module
 
 NO_AUGMENTATION = Augmentation(crop_padding=0, horizontal_flip=False)
 ROWS_PER_GROUP = 5  # 24 training rows in 5 row groups, 12 test rows in 3
@@ -103,7 +103,7 @@ def test_every_worker_reads_shards(hub_folder):
 
 
 def test_splits_of_many_files_are_not_resharded(tmp_path, monkeypatch):
-    monkeypatch.setattr(stream_module, "RESHARD_BELOW_SHARDS", 2)
+    monkeypatch.setattr(loading_module, "RESHARD_BELOW_SHARDS", 2)
     folder = write_hub_folder(tmp_path / "two_files", train_files=2)
     stream = streamed(folder, n_tasks=2)
     assert stream.splits["train"].num_shards == 2  # one shard per file, not one per row group

@@ -1,4 +1,5 @@
-"""ContinualTrainer: head growth, the loss rules, the task loop and its outputs, for every method."""
+"""ContinualTrainer: head growth, the loss rules, the memory, and refusals before training (every method's fit,
+checkpoints, state and resume: the generic tables of test_methods.py)."""
 
 import copy
 import json
@@ -7,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 from conftest import tiny_args, tiny_processor, tiny_swin, tiny_vit
-from transformers import AutoModelForImageClassification
 
+from hf_vitcl import ContinualTrainer, MethodConfig
 from hf_vitcl.data import Augmentation, TaskStream
-from hf_vitcl.methods import METHODS, ContinualTrainer, JointTrainer, MethodConfig, TaskIncrementalTrainer
+from hf_vitcl.methods import JointTrainer
 from hf_vitcl.models import grow_classifier
 
 NO_AUGMENTATION = Augmentation(crop_padding=0, horizontal_flip=False)
@@ -52,58 +53,6 @@ def test_grow_classifier_is_seeded():
     grow_classifier(second, ["a", "b", "c"], keep=0, seed=5)
     assert torch.equal(first.classifier.weight, second.classifier.weight)
     assert torch.count_nonzero(first.classifier.bias) == 0
-
-
-def _accuracy_by_hand(model, stream, task, processor):
-    """Task-aware and task-agnostic accuracy of `model` on `task`'s test set, without the Trainer."""
-    batch = task.test_dataset(processor)[:]
-    with torch.no_grad():
-        logits = model.eval()(pixel_values=batch["pixel_values"]).logits
-    labels = batch["labels"]
-    aware = logits[:, task.labels.start : task.labels.stop].argmax(-1) + task.offset == labels
-    agnostic = logits.argmax(-1) == labels
-    return 100 * aware.float().mean().item(), 100 * agnostic.float().mean().item()
-
-
-# The task-incremental adapters have their own generic test in test_adapters.py.
-ONE_MODEL_METHODS = sorted(
-    name for name, cls in METHODS.items() if not issubclass(cls, TaskIncrementalTrainer)
-)
-
-
-# ViT only: rollout needs a CLS token and global attention (refusing Swin is tested in test_arcl.py).
-VIT_ONLY_METHODS = {"arcl"}
-
-
-@pytest.mark.parametrize("method", ONE_MODEL_METHODS)
-@pytest.mark.parametrize("arch", sorted(MODELS))
-def test_fit_three_tasks_gives_matrix_and_reloadable_checkpoints(method, arch, tiny_splits, tmp_path):
-    if arch != "vit" and method in VIT_ONLY_METHODS:
-        pytest.skip(f"{method} is ViT-only")
-    stream = make_stream(tiny_splits, n_tasks=3)
-    processor = tiny_processor()
-    trainer = METHODS[method](model=MODELS[arch](), args=tiny_args(tmp_path), processing_class=processor)
-    result = trainer.fit(stream)
-
-    for matrix in (result.task_aware, result.task_agnostic):
-        assert matrix.shape == (3, 3)
-        assert np.isnan(matrix[np.triu_indices(3, 1)]).all() and np.isfinite(matrix[np.tril_indices(3)]).all()
-    saved = json.loads((tmp_path / "results.json").read_text())
-    assert saved["tasks_done"] == 3 and saved["method"] == method
-    assert saved["task_agnostic"][0][1] is None
-    assert saved["stream"]["class_order"] == stream.class_order
-    assert set(saved["metrics"]) == {"task_aware", "task_agnostic"}
-    assert (tmp_path / "accuracy.png").stat().st_size > 0
-
-    for task in stream:
-        reloaded = AutoModelForImageClassification.from_pretrained(tmp_path / f"task-{task.index}")
-        assert reloaded.config.num_labels == task.labels.stop
-        assert list(reloaded.config.id2label.values()) == stream.class_names[: task.labels.stop]
-    # The last checkpoint is the trained model, and the matrix's last row is its accuracy.
-    for task in stream:
-        aware, agnostic = _accuracy_by_hand(reloaded, stream, task, processor)
-        assert result.task_aware[-1, task.index] == pytest.approx(aware)
-        assert result.task_agnostic[-1, task.index] == pytest.approx(agnostic)
 
 
 def test_loss_scope_decides_which_head_rows_learn(tiny_splits, tmp_path):

@@ -1,5 +1,5 @@
-"""`TaskStream`: a `datasets` dataset cut into a sequence of tasks by a class order; `DomainStream`:
-datasets one after another, one task each.
+"""`TaskStream`: a `datasets` dataset cut into a sequence of tasks by a class order; `Task`: one of them,
+which gives its examples encoded for the model (`Task.examples`).
 
 Class order: an explicit permutation of the dataset's classes, or a seeded shuffle
 (`numpy.random.RandomState(seed).permutation`, FACIL's rule; `seed=None` keeps the dataset's order).
@@ -11,18 +11,10 @@ block `task.labels` of the growing head. In the class-incremental scenario the t
 test time (the task-agnostic matrix is the headline); in the task-incremental one it is given (the
 task-aware matrix is the headline). Both matrices are always recorded.
 
-Works on a `Dataset` and on an `IterableDataset` (`streaming=True`). The image column is read
-undecoded (`Image(decode=False)`) and only decoded by the transform of the task that uses it, so
-cutting a task never decodes an image of another class. `from_hub` reshards a streamed split of few
-parquet files by row group, so that every DataLoader worker gets shards to read (`reshard_by_row_group`).
-
-Domain-incremental streams (`TaskStream.from_domains`, as in the Visual Decathlon experiment of Takeda
-et al., ICIP 2022): each domain is a one-task `TaskStream` of its own dataset, with its own columns,
-class order and augmentation; domain d's task owns the next block of a head over all domains' classes.
-A task encodes its examples with the labels of its block, so a domain's `Task` is its own stream's
-task moved to the domain's offset. Label values repeat across datasets, so the composite names a class
-by (domain index, label value) in `class_order` and `task_classes`, and by "<domain>/<class name>" in
-`class_names`, <domain> being the last path component of the domain stream's name.
+Works on a `Dataset` and on an `IterableDataset` (`streaming=True`; loading: `hf_vitcl.data.loading`).
+The image column is read undecoded (`Image(decode=False)`) and only decoded by the transform of the task
+that uses it, so cutting a task never decodes an image of another class. Domain-incremental streams:
+`TaskStream.from_domains` (`hf_vitcl.data.domains`).
 
 Bad data: labels outside the stream's classes are an error (in memory when the stream is built, streamed
 when the row is read). An image that cannot be decoded is an error naming its split and label, or, with
@@ -36,19 +28,19 @@ the accuracy: the test sizes recorded with the results are the images evaluated.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from datasets import ClassLabel, Dataset, IterableDataset, load_dataset
+from datasets import ClassLabel, Dataset, IterableDataset
 from datasets import Image as ImageFeature
-from torch.utils.data import ConcatDataset
 from torch.utils.data import Dataset as TorchDataset
 
 from hf_vitcl.data.benchmarks import get_benchmark
+from hf_vitcl.data.loading import detect_columns, load_splits
 from hf_vitcl.data.transforms import (
     DECODE_ERRORS,
     Augmentation,
@@ -56,13 +48,12 @@ from hf_vitcl.data.transforms import (
     ImageClassificationTransform,
     decode_image,
 )
-from hf_vitcl.errors import ConfigError, HubAccessError
+from hf_vitcl.errors import ConfigError
+
+if TYPE_CHECKING:
+    from hf_vitcl.data.domains import DomainStream
 
 SCENARIOS = ("class-incremental", "task-incremental")
-IMAGE_COLUMNS = ("img", "image")
-LABEL_COLUMNS = ("label", "fine_label", "labels")
-# A streamed split with fewer shards (files) than this is resharded by parquet row group.
-RESHARD_BELOW_SHARDS = 64
 
 
 def check_scenario(scenario: str) -> None:
@@ -130,63 +121,21 @@ def resolve_class_order(classes: Sequence, class_order: Sequence | None = None, 
     return order
 
 
-def detect_columns(features, image_column: str | None, label_column: str | None) -> tuple[str, str]:
-    """Image and label column names: checked when given, else `img`/`image` and `label`/`fine_label`."""
-    if features is None:
-        if image_column and label_column:
-            return image_column, label_column
-        raise ConfigError("the dataset declares no features: name image_column and label_column")
-    columns = list(features)
+class TaskDatasets:
+    """`train_dataset` and `test_dataset`: the two usual calls of a task's `examples`."""
 
-    def pick(given, field_name, candidates, feature_type):
-        if given is not None:
-            if given not in features:
-                raise ConfigError(
-                    f"{field_name}='{given}' is not a column of the dataset; columns: {columns}"
-                )
-            return given
-        for name in candidates:
-            if name in features:
-                return name
-        typed = [name for name, feature in features.items() if isinstance(feature, feature_type)]
-        if typed:
-            return typed[0]
-        raise ConfigError(
-            f"no {field_name} found among the columns {columns} (looked for {list(candidates)} or a "
-            f"{feature_type.__name__} feature): name it with {field_name}"
-        )
+    def train_dataset(self, processor, augment: bool = True):
+        """The training examples: augmented (streamed: shuffled) for training, or encoded as the test set
+        is (`augment=False`), e.g. to measure the model on them."""
+        return self.examples(processor, "train", augment=augment)
 
-    return (
-        pick(image_column, "image_column", IMAGE_COLUMNS, ImageFeature),
-        pick(label_column, "label_column", LABEL_COLUMNS, ClassLabel),
-    )
-
-
-def load_image_dataset(path: str, *, streaming: bool = False, revision: str | None = None, config_name=None):
-    """`datasets.load_dataset` with errors that say what to do when the data cannot be had."""
-    try:
-        return load_dataset(path, config_name, revision=revision, streaming=streaming)
-    except ConnectionError as err:  # includes HF_HUB_OFFLINE=1
-        raise HubAccessError("dataset", path) from err
-    except FileNotFoundError as err:
-        where = "local folder" if os.path.exists(path) else "local path or Hub dataset"
-        raise ConfigError(f"dataset '{path}': no such {where} with image data ({err})") from err
-
-
-def reshard_by_row_group(dataset: IterableDataset) -> IterableDataset:
-    """A streamed split of fewer than `RESHARD_BELOW_SHARDS` shards split into one shard per parquet row
-    group (`IterableDataset.reshard`), in the same order.
-
-    `datasets` hands whole shards to DataLoader workers and stops the workers left without one, so a
-    split in one file would feed a single worker. A file written as one row group stays one shard. Splits
-    of many files are left alone: they already have shards enough, and resharding reads every file's
-    footer (a request per file on the Hub).
-    """
-    return dataset.reshard() if dataset.num_shards < RESHARD_BELOW_SHARDS else dataset
+    def test_dataset(self, processor):
+        """The test examples, not augmented."""
+        return self.examples(processor, "test")
 
 
 @dataclass
-class Task:
+class Task(TaskDatasets):
     """One task of a stream: its classes (label values of `stream`'s dataset, in class order), its label
     block, and the stream whose data it encodes."""
 
@@ -205,40 +154,32 @@ class Task:
         """Each class's label in the head."""
         return dict(zip(self.classes, self.labels, strict=True))
 
-    def train_dataset(self, processor, augment: bool = True):
-        """Training examples (`pixel_values`, `labels`): augmented (and, streamed, shuffled) for training,
-        or as the test set is encoded (`augment=False`), e.g. to measure the model on them."""
-        return self.stream.encode(
-            self.stream.subset("train", self.classes), processor, self.label_map, augment
-        )
+    def examples(
+        self, processor, split: str = "train", *, rows: Sequence[int] | None = None, augment: bool = False
+    ):
+        """The task's examples of `split` as {'pixel_values', 'labels'} (head labels): all of them, or those
+        at `rows` (positions among the task's examples of that split, in dataset order, as `head_labels`
+        lists them); with `augment`, as training data (train-time augmentation, seeded per example;
+        streamed: shuffled), else encoded as the test set is."""
+        dataset = self.stream.subset(split, self.classes)
+        if rows is not None:
+            if self.stream.streaming:
+                raise ConfigError(
+                    "rows: a streamed task's examples have no positions to pick; use streaming=False"
+                )
+            dataset = dataset.select(rows)
+        return self.stream.encode(dataset, processor, self.label_map, augment, split=split)
 
-    def test_dataset(self, processor):
-        """Test examples (`pixel_values`, `labels`), not augmented."""
-        return self.stream.encode(
-            self.stream.subset("test", self.classes), processor, self.label_map, False, split="test"
-        )
-
-
-@dataclass
-class JointTask:
-    """Tasks of different datasets trained as one: the joint task of a `DomainStream`."""
-
-    index: int
-    parts: list[Task]
-
-    @property
-    def offset(self) -> int:
-        return self.parts[0].offset
-
-    @property
-    def labels(self) -> range:
-        return range(self.offset, self.parts[-1].labels.stop)
-
-    def train_dataset(self, processor) -> ConcatDataset:
-        return ConcatDataset([part.train_dataset(processor) for part in self.parts])
-
-    def test_dataset(self, processor) -> ConcatDataset:
-        return ConcatDataset([part.test_dataset(processor) for part in self.parts])
+    def head_labels(self, split: str = "train") -> np.ndarray:
+        """The head label of each of the task's examples of `split`, in dataset order (in-memory streams only:
+        a ConfigError for a streamed one)."""
+        if self.stream.streaming:
+            raise ConfigError(
+                "head_labels: a streamed task's labels are only known as its rows are read; "
+                "use streaming=False"
+            )
+        values = self.stream.subset(split, self.classes)[self.stream.label_column]
+        return np.array([self.label_map[value] for value in values], dtype=np.int64)
 
 
 class SeededTrainingExamples(TorchDataset):
@@ -281,7 +222,7 @@ class SeededTrainingExamples(TorchDataset):
         ]
 
 
-class _Tasks:
+class TaskSequence:
     """What every stream gives the trainers: its tasks (in order and by index) and its head size."""
 
     tasks: list[Task]
@@ -301,7 +242,7 @@ class _Tasks:
         return len(self.class_order)
 
 
-class TaskStream(_Tasks):
+class TaskStream(TaskSequence):
     """A dataset cut into tasks; iterate over it to get `Task`s. See the module docstring."""
 
     def __init__(
@@ -397,38 +338,18 @@ class TaskStream(_Tasks):
         config_name: str | None = None,
         **stream_kwargs,
     ) -> TaskStream:
-        """Load a Hub id or local folder with `datasets` and cut it into tasks.
-
-        Without a test split, `test_fraction` carves a stratified one from the training split (seed 0,
-        so it is part of the data, not of the run); this needs `streaming=False`. Streamed splits are
-        resharded by row group (`reshard_by_row_group`) so that DataLoader workers share the reading.
-        """
-        splits = load_image_dataset(path, streaming=streaming, revision=revision, config_name=config_name)
-        available = list(splits)
-        if train_split not in splits:
-            raise ConfigError(f"train_split='{train_split}' is not a split of '{path}'; splits: {available}")
-        train = splits[train_split]
-        if test_split is not None:
-            if test_split not in splits:
-                raise ConfigError(
-                    f"test_split='{test_split}' is not a split of '{path}'; splits: {available} "
-                    "(or set test_split to none and give test_fraction)"
-                )
-            test = splits[test_split]
-        elif test_fraction is None or not 0 < test_fraction < 1:
-            raise ConfigError(f"without a test_split, test_fraction must be in (0, 1); got {test_fraction}")
-        elif streaming:
-            raise ConfigError("test_fraction needs streaming=False: a streamed split cannot be stratified")
-        else:
-            _, label_column = detect_columns(
-                train.features, stream_kwargs.get("image_column"), stream_kwargs.get("label_column")
-            )
-            if not isinstance(train.features[label_column], ClassLabel):
-                train = train.class_encode_column(label_column)
-            parts = train.train_test_split(test_size=test_fraction, stratify_by_column=label_column, seed=0)
-            train, test = parts["train"], parts["test"]
-        if streaming:
-            train, test = reshard_by_row_group(train), reshard_by_row_group(test)
+        """Load a Hub id or local folder (`hf_vitcl.data.loading.load_splits`) and cut it into tasks."""
+        train, test = load_splits(
+            path,
+            streaming=streaming,
+            train_split=train_split,
+            test_split=test_split,
+            test_fraction=test_fraction,
+            revision=revision,
+            config_name=config_name,
+            image_column=stream_kwargs.get("image_column"),
+            label_column=stream_kwargs.get("label_column"),
+        )
         return cls(train, test, name=stream_kwargs.pop("name", path), **stream_kwargs)
 
     @classmethod
@@ -463,6 +384,8 @@ class TaskStream(_Tasks):
         cls, domains: Sequence[TaskStream], *, scenario: str = "task-incremental", name: str | None = None
     ) -> DomainStream:
         """A domain-incremental stream: one task per domain, each a one-task `TaskStream`."""
+        from hf_vitcl.data.domains import DomainStream
+
         return DomainStream(domains, scenario=scenario, name=name)
 
     # the tasks
@@ -489,8 +412,8 @@ class TaskStream(_Tasks):
             )
         return dataset.select(np.flatnonzero(np.isin(self._split_labels[split], list(classes))))
 
-    def encode(self, dataset, processor, label_map: dict, train: bool, *, split: str = "train"):
-        """Attach the model's preprocessing, labels from `label_map` (and, for training, augmentation and
+    def encode(self, dataset, processor, label_map: dict, augment: bool, *, split: str = "train"):
+        """Attach the model's preprocessing, labels from `label_map` (and, with `augment`, augmentation and
         stream shuffling); undecodable images of `split` are handled as `corrupt_images` says.
 
         A streamed training set is shuffled in shard order, then in a buffer filled from one shard at a
@@ -502,15 +425,15 @@ class TaskStream(_Tasks):
             label_map,
             self.image_column,
             self.label_column,
-            self.augmentation if train else None,
+            self.augmentation if augment else None,
             corrupt_images=self.corrupt_images,
             split=split,
         )
         if not self.streaming:
-            if train:
+            if augment:
                 return SeededTrainingExamples(dataset, transform, self.seed or 0)
             return dataset.with_transform(transform.batch)
-        if train:
+        if augment:
             dataset = dataset.shuffle(
                 seed=self.seed or 0, buffer_size=self.shuffle_buffer_size, max_buffer_input_shards=1
             )
@@ -576,84 +499,3 @@ class TaskStream(_Tasks):
                 "filter such rows out, or give a class_order that lists every label"
             )
         return label in classes
-
-
-class DomainStream(_Tasks):
-    """Datasets one after another, one task each (`TaskStream.from_domains`). See the module docstring."""
-
-    def __init__(
-        self, domains: Sequence[TaskStream], *, scenario: str = "task-incremental", name: str | None = None
-    ):
-        check_scenario(scenario)
-        if not domains:
-            raise ConfigError("domains: give at least one dataset")
-        self.domains = list(domains)
-        self.streaming = self.domains[0].streaming
-        names = []
-        for d, domain in enumerate(self.domains):
-            if len(domain) != 1:
-                raise ConfigError(
-                    f"domain {d} ('{domain.name}') has {len(domain)} tasks; build each domain with n_tasks=1"
-                )
-            if domain.streaming != self.streaming:
-                mode = {True: "streamed", False: "in memory"}
-                raise ConfigError(
-                    f"domain {d} ('{domain.name}') is {mode[domain.streaming]} but domain 0 is "
-                    f"{mode[self.streaming]}: stream all domains or none"
-                )
-            names.append(os.path.basename(os.path.normpath(domain.name)) if domain.name else f"domain{d}")
-            if names.count(names[-1]) > 1:
-                raise ConfigError(
-                    f"domains {names.index(names[-1])} and {d} are both named '{names[-1]}': "
-                    "give the domain streams distinct names"
-                )
-        self.scenario = scenario
-        self.name = name or "+".join(names)
-        seeds = {domain.seed for domain in self.domains}
-        self.seed = seeds.pop() if len(seeds) == 1 else None  # else in each domain's description
-        self.tasks = []
-        for d, domain in enumerate(self.domains):
-            offset = self.tasks[-1].labels.stop if self.tasks else 0
-            self.tasks.append(Task(d, domain[0].classes, offset, domain))
-        self.task_classes = [tuple((task.index, c) for c in task.classes) for task in self.tasks]
-        self.class_order = [c for classes in self.task_classes for c in classes]
-        self.class_names = [
-            f"{prefix}/{class_name}"
-            for prefix, domain in zip(names, self.domains, strict=True)
-            for class_name in domain.class_names
-        ]
-
-    @property
-    def skipped_images(self) -> dict[str, int]:
-        """Undecodable images left out so far, per split, over all domains (see `TaskStream`)."""
-        return {
-            split: sum(domain.skipped_images[split] for domain in self.domains) for split in ("train", "test")
-        }
-
-    def joint_task(self, index: int) -> JointTask:
-        """Domains 0..index as one task (for the joint upper bound); in-memory domains only."""
-        if self.streaming:
-            raise ConfigError(
-                "joint training over streamed domains is not supported (their union cannot be shuffled "
-                "together); use streaming=False"
-            )
-        return JointTask(index, self.tasks[: index + 1])
-
-    def describe(self) -> dict:
-        """What results.json records about the stream, with each domain's own description."""
-        domains = [domain.describe() for domain in self.domains]
-        info = {
-            "name": self.name,
-            "scenario": self.scenario,
-            "streaming": self.streaming,
-            "seed": self.seed,
-            "class_order": [list(c) for c in self.class_order],
-            "class_names": self.class_names,
-            "task_classes": [[list(c) for c in classes] for classes in self.task_classes],
-            "domains": domains,
-        }
-        if not self.streaming:
-            info["task_sizes"] = {
-                split: [domain["task_sizes"][split][0] for domain in domains] for split in ("train", "test")
-            }
-        return info

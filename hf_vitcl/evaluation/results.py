@@ -14,7 +14,6 @@ import numpy as np
 
 from hf_vitcl.evaluation.metrics import summarize
 
-RESULTS_FILE = "results.json"  # in a run's output_dir
 RECORDED_PACKAGES = ("hf-vitcl", "torch", "transformers", "datasets", "accelerate", "peft", "evaluate")
 
 

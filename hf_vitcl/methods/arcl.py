@@ -17,7 +17,8 @@ rows (queries) i of ∂L/∂A and of S are scaled by M_l[i], and
 Backprop is untouched: every `.grad`, W_q's, W_k's and W_v's included, is plain. G̃ enters only the optimizer
 step of W_q, W_k, W_v, multiplied elementwise by ρ = clamp(G̃/G, −10, 10) (ρ = 1 where G = 0), while the
 optimizer's moments see G; a zero G̃ so gives a zero step despite momentum and weight decay. Heads and
-every other parameter step as usual. Any torch optimizer works (`StepScaler`); the paper uses Adam.
+every other parameter step as usual. Any torch optimizer works (the trainer's step rule,
+`before_optimizer_step`); the paper uses Adam.
 
 Trainable set (`trainable`): the paper's `qkv` (W_q, W_k, W_v weights at learning_rate × qkv_lr_scale, the
 classifier at learning_rate; biases and everything else frozen) or `all` (the rest at learning_rate).
@@ -46,11 +47,13 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from hf_vitcl.attention.recorder import AttentionRecorder, attention_modules
-from hf_vitcl.attention.rollout import attention_rollout, check_rollout_model, retention_masks
+from hf_vitcl.attention.rollout import attention_rollout, retention_masks
 from hf_vitcl.data.stream import Task, TaskStream
 from hf_vitcl.errors import ConfigError
-from hf_vitcl.exemplars import pre_logit_features
-from hf_vitcl.methods.base import ContinualTrainer, MethodConfig
+from hf_vitcl.methods.registry import register_method
+from hf_vitcl.models import pre_logit_features
+from hf_vitcl.training.arguments import MethodConfig
+from hf_vitcl.training.trainer import ContinualTrainer
 
 MASK_MODES = ("accumulated", "teacher")
 TRAINABLE = ("qkv", "all")
@@ -86,28 +89,6 @@ def step_scale(masked: torch.Tensor, plain: torch.Tensor, limit: float = 10.0) -
     """ρ = clamp(G̃/G, −limit, limit), 1 where G = 0."""
     ratio = masked / torch.where(plain == 0, torch.ones_like(plain), plain)
     return torch.where(plain == 0, torch.ones_like(ratio), ratio.clamp(-limit, limit))
-
-
-class StepScaler:
-    """Scales an optimizer's step of chosen parameters elementwise, θ ← θ₀ + ρ ⊙ (θ₁ − θ₀), θ₀ and θ₁ being
-    the parameter before and after the optimizer's own step (torch's optimizer step hooks, so any optimizer
-    and its fused kernels keep working). `scales` ({parameter: ρ}) apply to the next step only; ρ = 0 keeps
-    an entry bit-identical, ρ = 1 gives the optimizer's step exactly (`torch.lerp`)."""
-
-    def __init__(self, optimizer: torch.optim.Optimizer):
-        self.scales: dict[torch.Tensor, torch.Tensor] = {}
-        self._before: dict[torch.Tensor, torch.Tensor] = {}
-        optimizer.register_step_pre_hook(self._remember)
-        optimizer.register_step_post_hook(self._rescale)
-
-    def _remember(self, optimizer, args, kwargs) -> None:
-        self._before = {param: param.detach().clone() for param in self.scales}
-
-    @torch.no_grad()
-    def _rescale(self, optimizer, args, kwargs) -> None:
-        for param, scale in self.scales.items():
-            param.copy_(torch.lerp(self._before[param], param, scale))
-        self.scales, self._before = {}, {}
 
 
 def attention_weights(model: nn.Module) -> list[tuple[nn.Parameter, nn.Parameter, nn.Parameter]]:
@@ -247,9 +228,12 @@ class ARCLConfig(MethodConfig):
             )
 
 
+@register_method
 class ARCLTrainer(ContinualTrainer):
     method_name = "arcl"
     config_class = ARCLConfig
+    architectures = ("vit",)  # rollout needs a CLS token and global attention
+    carried_state = ("mask_sum", "mask_count", "class_means", "class_covariances")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -259,29 +243,11 @@ class ARCLTrainer(ContinualTrainer):
         self.class_covariances: list[torch.Tensor] = []
         self.teacher: nn.Module | None = None
         self.masker: AttentionGradientMasker | None = None
-        self.step_scaler: StepScaler | None = None
         self._teacher_recorder: AttentionRecorder | None = None
         self._recording = ExitStack()
         self._shared_masks: torch.Tensor | None = None
         self._step_masks: torch.Tensor | None = None
         self._report: dict | None = None
-
-    def method_state(self) -> dict[str, torch.Tensor]:
-        """The mask sum and count, and the class Gaussians (stacked by head label)."""
-        if self.mask_sum is None:
-            return {}
-        return {
-            "mask_sum": self.mask_sum,
-            "mask_count": torch.tensor(self.mask_count),
-            "class_means": torch.stack(self.class_means),
-            "class_covariances": torch.stack(self.class_covariances),
-        }
-
-    def load_method_state(self, state: dict[str, torch.Tensor]) -> None:
-        if state:
-            self.mask_sum, self.mask_count = state["mask_sum"], int(state["mask_count"])
-            self.class_means = list(state["class_means"])
-            self.class_covariances = list(state["class_covariances"])
 
     # masks
 
@@ -354,54 +320,32 @@ class ARCLTrainer(ContinualTrainer):
         for name, param in self.model.named_parameters():
             param.requires_grad_(id(param) in weights or name.startswith("classifier."))
 
-    def create_optimizer(self, model=None):
-        """The Trainer's optimizer (`optim`, weight decay by its rules) with W_q, W_k, W_v at
-        learning_rate × qkv_lr_scale, and a `StepScaler` on it."""
-        if self.optimizer is None:
-            weights = self._attention_weight_ids()
-            decay = set(self.get_decay_parameter_names(self.model))
-            groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
-            for name, param in self.model.named_parameters():
-                if param.requires_grad:
-                    groups.setdefault((id(param) in weights, name in decay), []).append(param)
-            optimizer_class, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, self.model)
-            learning_rate = self.args.learning_rate
-            self.optimizer = optimizer_class(
-                [
-                    {
-                        "params": params,
-                        "lr": learning_rate * (self.method_config.qkv_lr_scale if is_qkv else 1.0),
-                        "weight_decay": self.args.weight_decay if decays else 0.0,
-                    }
-                    for (is_qkv, decays), params in groups.items()
-                ],
-                **optimizer_kwargs,
-            )
-            self.step_scaler = StepScaler(self.optimizer)
-        return self.optimizer
+    def learning_rate_scale(self, name, param) -> float:
+        """W_q, W_k, W_v train at learning_rate × qkv_lr_scale."""
+        return self.method_config.qkv_lr_scale if id(param) in self._attention_weight_ids() else 1.0
 
     # the training step
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        masking = self.masker is not None and model.training
-        if masking:
+    def before_forward(self, model, inputs):
+        if self.masker is not None and model.training:
             self._step_masks = (
                 self.teacher_masks(inputs["pixel_values"]) if self.teacher is not None else self._shared_masks
             )
-        result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        if masking:
-            self.masker.retain_gradients()
-        return result
 
-    def training_step(self, model, inputs, num_items_in_batch=None):
-        loss = super().training_step(model, inputs, num_items_in_batch)
+    def before_backward(self, loss):
+        if self.masker is not None:
+            self.masker.retain_gradients()
+
+    def after_backward(self):
         if self.masker is not None:
             self.masker.accumulate(self._step_masks)
-            if self.accelerator.sync_gradients:
-                self.step_scaler.scales = self.masker.step_scales(
-                    lambda tensor: self.accelerator.reduce(tensor, reduction="mean")
-                )
-        return loss
+
+    def before_optimizer_step(self):
+        """ρ of W_q, W_k, W_v from the step's masked and plain gradients (G̃ averaged over processes, as DDP
+        averages `.grad`)."""
+        if self.masker is None:
+            return None
+        return self.masker.step_scales(lambda tensor: self.accelerator.reduce(tensor, reduction="mean"))
 
     # after a task: masks, class statistics, refinement
 
@@ -473,12 +417,8 @@ class ARCLTrainer(ContinualTrainer):
             param.requires_grad_(flag)
             param.grad = None
 
-    def _check_before_training(self, stream: TaskStream) -> None:
-        super()._check_before_training(stream)
-        try:
-            check_rollout_model(self.model)
-        except TypeError as error:
-            raise ConfigError(f"arcl: {error}") from None
+    def check(self, stream: TaskStream) -> None:
+        """ViT only (the trainer checks `architectures`); no LPA blocks, no attention dropout."""
         if any(getattr(module, "lpa", None) is not None for module in attention_modules(self.model)):
             raise ConfigError(
                 "arcl: its gradient formulas hold for softmax(QKᵀ/√d) attention, not for Locality-Preserved "

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 
 import torch.nn.functional as F
 
-from hf_vitcl.methods.base import MethodConfig
+from hf_vitcl.methods.registry import register_method
 from hf_vitcl.methods.regularization import GradientImportanceTrainer
+from hf_vitcl.training.arguments import MethodConfig
 
 
 @dataclass
@@ -24,6 +25,7 @@ class EWCConfig(MethodConfig):
     alpha: float = field(default=0.5, metadata={"help": "Fisher fusion: F ← α F_old + (1 − α) F_new."})
 
 
+@register_method
 class EWCTrainer(GradientImportanceTrainer):
     method_name = "ewc"
     config_class = EWCConfig

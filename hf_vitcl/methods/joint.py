@@ -2,9 +2,11 @@
 one) trains on the union of tasks 0..t with cross-entropy over all seen classes."""
 
 from hf_vitcl.data.stream import Task
-from hf_vitcl.methods.base import ContinualTrainer
+from hf_vitcl.methods.registry import register_method
+from hf_vitcl.training.trainer import ContinualTrainer
 
 
+@register_method
 class JointTrainer(ContinualTrainer):
     """Trains task t on the data of every task so far; its matrix is the non-forgetting reference."""
 

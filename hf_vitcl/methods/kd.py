@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 
 import torch.nn.functional as F
 
-from hf_vitcl.methods.base import MethodConfig
 from hf_vitcl.methods.lwf import LwFTrainer
+from hf_vitcl.methods.registry import register_method
+from hf_vitcl.training.arguments import MethodConfig
 
 
 @dataclass
@@ -28,6 +29,7 @@ class KDConfig(MethodConfig):
     )
 
 
+@register_method
 class KDTrainer(LwFTrainer):
     method_name = "kd"
     config_class = KDConfig

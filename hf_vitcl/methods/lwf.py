@@ -4,8 +4,8 @@
     p = softmax(z_old_classes / T),  q = softmax(z^teacher_old_classes / T),   λ = 1, T = 2
 
 over the classes of the earlier tasks. The teacher is a frozen copy of the model taken at the start
-of each task (its old head rows are the previous model's), run without gradients on the same batch,
-under the same autocast as the student. FACIL adds 1e-5 smoothing inside the log; this uses
+of each task (its old head rows are the previous model's) and dropped at its end, run without gradients
+on the same batch, under the same autocast as the student. FACIL adds 1e-5 smoothing inside the log; this uses
 log_softmax, which is exact and stable.
 """
 
@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from hf_vitcl.methods.base import ContinualTrainer, MethodConfig
+from hf_vitcl.methods.registry import register_method
+from hf_vitcl.training.arguments import MethodConfig
+from hf_vitcl.training.trainer import ContinualTrainer
 
 
 def distillation_loss(
@@ -34,6 +36,7 @@ class LwFConfig(MethodConfig):
     temperature: float = field(default=2.0, metadata={"help": "Distillation temperature T."})
 
 
+@register_method
 class LwFTrainer(ContinualTrainer):
     method_name = "lwf"
     config_class = LwFConfig
@@ -46,6 +49,9 @@ class LwFTrainer(ContinualTrainer):
         self.teacher = None
         if task.offset > 0:
             self.teacher = copy.deepcopy(self.model).eval().requires_grad_(False)
+
+    def end_task(self, task):
+        self.teacher = None  # the next task copies its own
 
     def teacher_outputs(self, inputs):
         with torch.no_grad():

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from hf_vitcl.methods.base import MethodConfig
+from hf_vitcl.methods.registry import register_method
 from hf_vitcl.methods.regularization import GradientImportanceTrainer
+from hf_vitcl.training.arguments import MethodConfig
 
 
 @dataclass
@@ -21,6 +22,7 @@ class MASConfig(MethodConfig):
     alpha: float = field(default=0.5, metadata={"help": "Importance fusion: Ω ← α Ω_old + (1 − α) Ω_new."})
 
 
+@register_method
 class MASTrainer(GradientImportanceTrainer):
     method_name = "mas"
     config_class = MASConfig

@@ -8,7 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hf_vitcl.adapters import BinaryMaskOptions, MaskRKRConfig, RKROptions
+from hf_vitcl.checkpoints import task_name
 from hf_vitcl.data.stream import Task
+from hf_vitcl.methods.registry import register_method
 from hf_vitcl.methods.task_incremental import TaskIncrementalConfig, TaskIncrementalTrainer
 
 
@@ -17,13 +19,14 @@ class MaskRKRMethodConfig(BinaryMaskOptions, RKROptions, TaskIncrementalConfig):
     pass
 
 
+@register_method
 class MaskRKRTrainer(TaskIncrementalTrainer):
     method_name = "mask_rkr"
     config_class = MaskRKRMethodConfig
     adapter_config_class = MaskRKRConfig
 
     def checkpoint_info(self) -> dict:
-        return {**super().checkpoint_info(), "shared_adapter": "task-0"}
+        return {**super().checkpoint_info(), "shared_adapter": task_name(0)}
 
     def adapter_config(self, task: Task) -> MaskRKRConfig:
         config = super().adapter_config(task)

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from hf_vitcl.attention import AttentionRecorder
 from hf_vitcl.errors import ConfigError
 from hf_vitcl.methods.lwf import LwFConfig, LwFTrainer
+from hf_vitcl.methods.registry import register_method
 
 POOLS = ("height", "width", "spatial", "gap", "pixel")
 RECORDED = {"attention": "logits", "functional": "context"}
@@ -92,6 +93,7 @@ class PADConfig(LwFConfig):
             raise ConfigError(f"pool='{self.pool}' is unknown; valid: {', '.join(POOLS)}")
 
 
+@register_method
 class PADTrainer(LwFTrainer):
     method_name = "pad"
     config_class = PADConfig
@@ -122,10 +124,9 @@ class PADTrainer(LwFTrainer):
         self.recorders = []
         super().end_task(task)
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+    def before_forward(self, model, inputs):
         for recorder in self.recorders:
             recorder.clear()  # keep only this forward's maps (evaluation forwards record too)
-        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
     def extra_loss(self, model, inputs, outputs):
         distillation = super().extra_loss(model, inputs, outputs)  # runs the (recorded) teacher once

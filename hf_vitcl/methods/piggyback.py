@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hf_vitcl.adapters import BinaryMaskOptions, PiggybackConfig
+from hf_vitcl.methods.registry import register_method
 from hf_vitcl.methods.task_incremental import TaskIncrementalConfig, TaskIncrementalTrainer
 
 
@@ -16,6 +17,7 @@ class PiggybackMethodConfig(BinaryMaskOptions, TaskIncrementalConfig):
     pass
 
 
+@register_method
 class PiggybackTrainer(TaskIncrementalTrainer):
     method_name = "piggyback"
     config_class = PiggybackMethodConfig

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from hf_vitcl.data.stream import Task
-from hf_vitcl.methods.base import ContinualTrainer
+from hf_vitcl.training.trainer import ContinualTrainer
 
 
 def backbone_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
@@ -29,6 +29,7 @@ class WeightPenaltyTrainer(ContinualTrainer):
     """Adds `penalty_strength · Σ Ω (θ − θ*)²` once a task has ended; subclasses estimate Ω."""
 
     penalty_strength: float
+    carried_state = ("importance", "anchor")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -52,20 +53,6 @@ class WeightPenaltyTrainer(ContinualTrainer):
 
     def extra_loss(self, model, inputs, outputs):
         return self.penalty()
-
-    def method_state(self) -> dict[str, torch.Tensor]:
-        """Ω and θ*, by parameter name."""
-        return {
-            **{f"importance/{name}": value for name, value in self.importance.items()},
-            **{f"anchor/{name}": value for name, value in self.anchor.items()},
-        }
-
-    def load_method_state(self, state: dict[str, torch.Tensor]) -> None:
-        device = self.args.device
-        self.importance = {
-            k.split("/", 1)[1]: v.to(device) for k, v in state.items() if k.startswith("importance/")
-        }
-        self.anchor = {k.split("/", 1)[1]: v.to(device) for k, v in state.items() if k.startswith("anchor/")}
 
     def end_task(self, task: Task) -> None:
         self.importance = self.updated_importance(task)

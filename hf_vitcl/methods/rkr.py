@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hf_vitcl.adapters import RKRConfig, RKROptions
+from hf_vitcl.methods.registry import register_method
 from hf_vitcl.methods.task_incremental import TaskIncrementalConfig, TaskIncrementalTrainer
 
 
@@ -16,6 +17,7 @@ class RKRMethodConfig(RKROptions, TaskIncrementalConfig):
     pass
 
 
+@register_method
 class RKRTrainer(TaskIncrementalTrainer):
     method_name = "rkr"
     config_class = RKRMethodConfig

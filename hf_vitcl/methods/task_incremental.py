@@ -19,17 +19,15 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field, fields
 
-import torch.nn.functional as F
 from peft import PeftModel, get_peft_model
 from peft.utils.save_and_load import get_base_model_state_dict, get_peft_model_state_dict
 
 from hf_vitcl.adapters import ENCODER_LINEAR_LAYERS, TaskAdapterConfig
+from hf_vitcl.checkpoints import BASE_DIR, load_task_adapters, task_name
 from hf_vitcl.data.stream import Task, TaskStream
 from hf_vitcl.errors import ConfigError
-from hf_vitcl.hub import load_task_adapters
-from hf_vitcl.methods.base import ContinualTrainer, MethodConfig
-
-BASE_DIR = "base"
+from hf_vitcl.training.arguments import MethodConfig
+from hf_vitcl.training.trainer import ContinualTrainer
 
 
 @dataclass
@@ -51,11 +49,12 @@ class TaskIncrementalTrainer(ContinualTrainer):
 
     config_class = TaskIncrementalConfig
     supports_memory = False  # every task has its own adapter and head: nothing to replay
+    scenarios = ("task-incremental",)  # one head per task: the task id must be known at test time
     adapter_config_class: type[TaskAdapterConfig]
 
     @staticmethod
     def adapter_name(task: Task) -> str:
-        return f"task-{task.index}"
+        return task_name(task.index)
 
     def adapter_config(self, task: Task) -> TaskAdapterConfig:
         """The adapter of `task`: the method's options, and a head over the task's classes."""
@@ -108,11 +107,13 @@ class TaskIncrementalTrainer(ContinualTrainer):
             if prefix not in param_name and (unused_head is None or unused_head not in param_name):
                 param.requires_grad_(trainable)
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        """Cross-entropy of the active task's head over that task's classes."""
-        outputs = model(pixel_values=inputs["pixel_values"])
-        loss = F.cross_entropy(outputs.logits, inputs["labels"] - self.active_task.offset)
-        return (loss, outputs) if return_outputs else loss
+    def loss_classes(self, task: Task) -> range:
+        """The task's own head, over its own classes."""
+        return task.labels
+
+    def logit_offset(self) -> int:
+        """The active task's head starts at its first class."""
+        return self.active_task.offset
 
     def evaluate_task(self, task: Task) -> tuple[float, float, int]:
         """Task-aware accuracy with `task`'s own adapter and head; task-agnostic is undefined (NaN)."""
@@ -166,13 +167,7 @@ class TaskIncrementalTrainer(ContinualTrainer):
             "bytes": sum(tensor.numel() * tensor.element_size() for tensor in saved.values()),
         }
 
-    def _check_before_training(self, stream: TaskStream) -> None:
-        super()._check_before_training(stream)
-        if stream.scenario != "task-incremental":
-            raise ConfigError(
-                f"scenario='{stream.scenario}': {self.method_name} gives each task its own adapter and head, "
-                "so the task id must be known at test time: use scenario='task-incremental'"
-            )
+    def check(self, stream: TaskStream) -> None:
         if isinstance(self.model, PeftModel):
             raise ConfigError(
                 f"model: {self.method_name} adds its own adapters; pass the base model, not a PeftModel"

@@ -1,10 +1,13 @@
-"""An exemplar memory for class-incremental runs: iCaRL's fixed budget (Rebuffi et al., CVPR 2017), as
-in FACIL's fixed-memory exemplars.
+"""Replay (`memory_size`, `memory_selection`): an exemplar memory for class-incremental runs, iCaRL's fixed
+budget (Rebuffi et al., CVPR 2017) as in FACIL's fixed-memory exemplars, for any method that allows it
+(`supports_memory`).
 
 After each task, every class seen so far keeps `budget // classes_seen` training examples (all of its
 examples if it has fewer). An old class is cut to the first exemplars of its selection order (iCaRL's
 reduction); a new class is selected by herding on the model's pre-logit features of its non-augmented
-training images, or at random. The exemplars train again, augmented, beside the next tasks' data.
+training images, or at random. The exemplars train again, augmented, beside the next tasks' data, and the
+cross-entropy then runs over all classes seen (`loss_classes`, FACIL's rule). The plugin's state, carried
+across a resume, is each class's kept rows.
 """
 
 from __future__ import annotations
@@ -18,20 +21,10 @@ from torch.utils.data import ConcatDataset, DataLoader
 
 from hf_vitcl.data.stream import Task
 from hf_vitcl.errors import ConfigError
+from hf_vitcl.models import pre_logit_features
+from hf_vitcl.training.plugins import ContinualPlugin
 
 SELECTIONS = ("herding", "random")
-
-
-def pre_logit_features(model, pixel_values: torch.Tensor) -> torch.Tensor:
-    """The input of `model.classifier` (ViT: the final-layernorm CLS token; Swin: the pooled output),
-    captured with a forward pre-hook on the classifier; works on HF ViT/Swin ForImageClassification."""
-    captured = []
-    hook = model.classifier.register_forward_pre_hook(lambda module, args: captured.append(args[0]))
-    try:
-        model(pixel_values=pixel_values)
-    finally:
-        hook.remove()
-    return captured[0]
 
 
 def herding_order(features: torch.Tensor, count: int) -> list[int]:
@@ -56,8 +49,8 @@ def herding_order(features: torch.Tensor, count: int) -> list[int]:
 
 @dataclass
 class ClassExemplars:
-    """One class's exemplars: row indices into `task.stream.subset("train", task.classes)`, in selection
-    order."""
+    """One class's exemplars: positions among `task`'s training examples (as `task.head_labels("train")`
+    lists them), in selection order."""
 
     task: Task
     rows: list[int]
@@ -83,24 +76,24 @@ class ExemplarMemory:
     def update(
         self, model, task: Task, processor, *, batch_size: int = 128, device=None, num_workers: int = 0
     ) -> None:
-        """After training `task` (a hf_vitcl.data.stream.Task, or a Task of a DomainStream: each task
-        encodes through `task.stream`): cut the old classes, select the new ones.
+        """After training `task` (a `hf_vitcl.data.Task`, of a `TaskStream` or of a `DomainStream`): cut the
+        old classes, select the new ones.
 
         Herding runs `model` in eval mode without gradients, on inputs moved to `device` (default: the
         model's), over a plain `DataLoader`: no distributed sharding, so every process selects the same."""
-        stream = task.stream
-        if stream.streaming:
-            raise ConfigError("memory_size: an exemplar memory needs an in-memory dataset; drop streaming")
+        try:
+            head_labels = task.head_labels("train")
+        except ConfigError as error:  # a streamed task
+            raise ConfigError(
+                "memory_size: an exemplar memory needs an in-memory dataset; drop streaming"
+            ) from error
         per_class = self.budget // task.labels.stop
         for label, kept in self.exemplars.items():
             if label not in task.labels:
                 kept.rows = kept.rows[:per_class]
-        train = stream.subset("train", task.classes)
-        head_labels = np.array([task.label_map[value] for value in train[stream.label_column]])
         features = None
         if self.selection == "herding":
-            encoded = stream.encode(train, processor, task.label_map, False)
-            features = _features(model, encoded, batch_size, device, num_workers)
+            features = _features(model, task.examples(processor, "train"), batch_size, device, num_workers)
         for label in task.labels:
             candidates = np.flatnonzero(head_labels == label)
             if self.selection == "herding":
@@ -119,8 +112,7 @@ class ExemplarMemory:
         for index in sorted(by_task):
             task, rows = by_task[index]
             if rows:
-                examples = task.stream.subset("train", task.classes).select(sorted(rows))
-                parts.append(task.stream.encode(examples, processor, task.label_map, True))
+                parts.append(task.examples(processor, "train", rows=sorted(rows), augment=True))
         return ConcatDataset(parts) if parts else None
 
     def class_counts(self) -> dict[int, int]:
@@ -155,3 +147,57 @@ def _features(model, dataset, batch_size: int, device, num_workers: int) -> torc
     finally:
         model.train(training)
     return torch.cat(features)
+
+
+class Replay(ContinualPlugin):
+    """The exemplar memory of the run: replayed beside each task's training data, refilled after the task;
+    methods that keep no memory (`supports_memory = False`) refuse it before training."""
+
+    name = "replay"
+
+    def __init__(self, budget: int, selection: str = "herding", seed: int = 0):
+        self.memory = ExemplarMemory(budget, selection, seed)
+        self.stream = None
+
+    def check(self, trainer, stream) -> None:
+        if not trainer.supports_memory:
+            raise ConfigError(
+                f"memory_size: {trainer.method_name} does not replay exemplars; set memory_size to 0"
+            )
+        if stream.streaming:
+            raise ConfigError("memory_size: an exemplar memory needs an in-memory dataset; drop streaming")
+        classes = stream.num_classes
+        if self.memory.budget < classes:
+            raise ConfigError(
+                f"memory_size={self.memory.budget} leaves no exemplar per class at the end of a stream of "
+                f"{classes} classes; give at least {classes}"
+            )
+        self.stream = stream
+
+    def task_train_dataset(self, trainer, task, dataset):
+        if not len(self.memory):
+            return dataset
+        return ConcatDataset([dataset, self.memory.dataset(trainer.processing_class)])
+
+    def on_task_end(self, trainer, task, result) -> None:
+        args = trainer.args
+        self.memory.update(
+            trainer.model,
+            task,
+            trainer.processing_class,
+            batch_size=args.per_device_eval_batch_size,
+            device=args.device,
+            num_workers=args.dataloader_num_workers,
+        )
+        result.info.setdefault("memory", []).append(self.memory.describe())
+
+    def state_dict(self) -> dict:
+        """Each class's kept rows (its head label: an int64 tensor of rows)."""
+        return {
+            label: torch.tensor(kept.rows, dtype=torch.int64) for label, kept in self.memory.exemplars.items()
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        for label, rows in state.items():
+            owner = next(task for task in self.stream.tasks if label in task.labels)
+            self.memory.exemplars[label] = ClassExemplars(owner, rows.tolist())

@@ -1,0 +1,164 @@
+"""A run's folder, named in one place, and loading its checkpoints back (from the folder or from the Hub).
+
+    <output_dir>/
+      results.json                  both accuracy matrices, metrics, what the run was; the resume commit point
+      accuracy.png                  the matrices so far (also attention_distance.png, attention_drift.png)
+      task-<t>/                     the checkpoint after task t (0-based): a full model, or task t's adapter,
+                                    with its model card README.md and accuracy.png; the Hub branch task-<t>
+      base/                         the adapters' frozen base model (task-incremental adapters only)
+      run_state/task-<t>.safetensors   what the method and the plugins carry to task t + 1
+      task-<t>-checkpoints/         the Trainer's checkpoints inside task t (save_strategy steps), removed
+                                    once the task is done
+
+`load_task_model(source, t)` loads a full model, `load_task_adapters(source)` every task's adapter in one
+model; `source` is a run's folder or a Hub repo id, and works the same either way.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import torch
+from huggingface_hub import HfApi
+from peft import PeftModel
+from torch import nn
+from transformers import AutoModelForImageClassification
+
+from hf_vitcl.errors import ConfigError
+
+RESULTS_FILE = "results.json"
+CARD_FILE = "README.md"
+PLOT_FILE = "accuracy.png"  # the accuracy matrices so far, also in each task's folder
+DISTANCE_PLOT_FILE = "attention_distance.png"
+DRIFT_PLOT_FILE = "attention_drift.png"
+BASE_DIR = "base"
+RUN_STATE_DIR = "run_state"
+IN_TASK_STATE_FILE = "in_task_state.safetensors"  # written last into each Trainer checkpoint inside a task
+TASK_NAME = re.compile(r"task-(\d+)")
+
+
+def task_name(task_index: int) -> str:
+    """The name of the checkpoint after task `task_index` (0-based): its run folder and its Hub branch."""
+    return f"task-{task_index}"
+
+
+def task_dir(output_dir: str | os.PathLike, task_index: int) -> str:
+    return os.path.join(output_dir, task_name(task_index))
+
+
+def results_path(output_dir: str | os.PathLike) -> str:
+    return os.path.join(output_dir, RESULTS_FILE)
+
+
+def run_state_path(output_dir: str | os.PathLike, task_index: int) -> str:
+    return os.path.join(output_dir, RUN_STATE_DIR, f"{task_name(task_index)}.safetensors")
+
+
+def training_checkpoints_dir(output_dir: str | os.PathLike, task_index: int) -> str:
+    """Where the Trainer's checkpoints inside task `task_index` go."""
+    return os.path.join(output_dir, f"{task_name(task_index)}-checkpoints")
+
+
+def load_saved_weights(model: nn.Module, folder: str | os.PathLike) -> None:
+    """`model`'s weights from a `save_pretrained` folder (safetensors only), read through `from_pretrained`,
+    which maps the names the weights are saved under to the model's."""
+    model.load_state_dict(type(model).from_pretrained(folder, use_safetensors=True).state_dict())
+
+
+def _is_folder(source: str | os.PathLike) -> bool:
+    return Path(source).is_dir()
+
+
+def load_task_model(source: str | os.PathLike, task_index: int, **kwargs):
+    """The full model after task `task_index`: `<source>/task-<t>` of a run's folder, or branch `task-<t>`
+    of the Hub repo `source` (`kwargs` go to `from_pretrained`); safetensors weights only."""
+    if _is_folder(source):
+        return AutoModelForImageClassification.from_pretrained(
+            Path(source) / task_name(task_index), use_safetensors=True, **kwargs
+        )
+    return AutoModelForImageClassification.from_pretrained(
+        source, revision=task_name(task_index), use_safetensors=True, **kwargs
+    )
+
+
+def saved_tasks(source: str | os.PathLike, api: HfApi | None = None, count: int | None = None) -> list[int]:
+    """The tasks with a checkpoint: the run folder's `task-<t>` folders, or the repo's `task-<t>` branches
+    (only the first `count`, if given)."""
+    if _is_folder(source):
+        names = [path.name for path in Path(source).iterdir() if path.is_dir()]
+    else:
+        names = [ref.name for ref in (api or HfApi()).list_repo_refs(str(source)).branches]
+    tasks = sorted(int(match[1]) for name in names if (match := TASK_NAME.fullmatch(name)))
+    tasks = tasks if count is None else [t for t in tasks if t < count]
+    if tasks != list(range(len(tasks))) or not tasks:
+        raise ConfigError(f"source '{source}': expected checkpoints task-0 .. task-<T-1>, found {tasks}")
+    return tasks
+
+
+class TaskAdapterModel(nn.Module):
+    """Every task's adapter and head on one frozen base: `model(pixel_values, task_id)` gives the logits
+    of task `task_id`'s head (its classes: `id2label(task_id)`)."""
+
+    def __init__(self, peft_model: PeftModel, adapter_names: list[str]):
+        super().__init__()
+        self.peft_model = peft_model
+        self.adapter_names = adapter_names
+
+    def forward(self, pixel_values: torch.Tensor, task_id: int) -> torch.Tensor:
+        if not 0 <= task_id < len(self.adapter_names):
+            raise ValueError(f"task_id={task_id}: the model has tasks 0..{len(self.adapter_names) - 1}")
+        self.peft_model.set_adapter(self.adapter_names[task_id], inference_mode=True)
+        return self.peft_model(pixel_values=pixel_values).logits
+
+    def id2label(self, task_id: int) -> dict[int, str]:
+        """Names of task `task_id`'s classes by position in its head."""
+        config = self.peft_model.peft_config[self.adapter_names[task_id]]
+        return {int(k): v for k, v in config.id2label.items()}
+
+    @torch.no_grad()
+    def classify(self, pixel_values: torch.Tensor, task_ids: torch.Tensor | list[int]) -> list[str]:
+        """The predicted class name of each image, each with its own task id."""
+        task_ids = torch.as_tensor(task_ids)
+        names: list[str | None] = [None] * len(task_ids)
+        for task_id in task_ids.unique().tolist():
+            rows = (task_ids == task_id).nonzero().flatten()
+            predicted = self(pixel_values[rows], task_id).argmax(-1).tolist()
+            labels = self.id2label(task_id)
+            for row, label in zip(rows.tolist(), predicted, strict=True):
+                names[row] = labels[label]
+        return names
+
+
+def load_task_adapters(
+    source: str | os.PathLike,
+    *,
+    tasks: int | None = None,
+    base_subfolder: str = BASE_DIR,
+    api: HfApi | None = None,
+    **kwargs,
+) -> TaskAdapterModel:
+    """Every task adapter of a task-incremental run (or its first `tasks`), in task order, on its base,
+    in eval mode.
+
+    From a run's folder: `<source>/base` and `<source>/task-<t>`; from a Hub repo: `base/` and the root of
+    each branch `task-<t>`. Adapters are loaded in task order, so Mask-RKR's later tasks find the shared
+    factors of `task-0`. Needs hf_vitcl's adapter methods registered with PEFT (importing hf_vitcl does it).
+    """
+    names = [task_name(t) for t in saved_tasks(source, api, count=tasks)]
+    if _is_folder(source):
+        base = AutoModelForImageClassification.from_pretrained(
+            Path(source) / base_subfolder, use_safetensors=True, **kwargs
+        )
+        locations = [(str(Path(source) / name), {}) for name in names]
+    else:
+        base = AutoModelForImageClassification.from_pretrained(
+            source, subfolder=base_subfolder, revision=names[-1], use_safetensors=True, **kwargs
+        )
+        locations = [(str(source), {"revision": name}) for name in names]
+    (first, first_kwargs), *rest = locations
+    model = PeftModel.from_pretrained(base, first, adapter_name=names[0], **first_kwargs)
+    for name, (location, location_kwargs) in zip(names[1:], rest, strict=True):
+        model.load_adapter(location, adapter_name=name, **location_kwargs)
+    return TaskAdapterModel(model, names).eval()

@@ -1,0 +1,49 @@
+"""`HubPush` (`push_to_hub`): each task's checkpoint, card and plot pushed to the Hub repo's branch `task-<t>`
+and to `main`, in the background (`hf_vitcl.hub.TaskPusher`); the run ends after its uploads, and
+results.json records how each ended (`hub`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from huggingface_hub import HfApi
+
+from hf_vitcl.checkpoints import results_path
+from hf_vitcl.evaluation.results import write_json_atomic
+from hf_vitcl.hub import TaskPusher, outcomes_info, push_message, task_push_files
+from hf_vitcl.training.plugins import ContinualPlugin
+
+
+class HubPush(ContinualPlugin):
+    """The repo is created (or found) when the plugin is built, with the trainer, on the main process: a
+    repo that cannot be had fails there, before training."""
+
+    name = "hub_push"
+
+    def __init__(self, args, api: HfApi | None = None):
+        self.pusher: TaskPusher | None = None
+        if args.process_index == 0:
+            self.pusher = TaskPusher(
+                args.hub_model_id or Path(args.output_dir).absolute().name,
+                api if api is not None else HfApi(token=args.hub_token),
+                private=args.hub_private_repo,
+                attempts=args.hub_push_attempts,
+                retry_seconds=args.hub_retry_seconds,
+            )
+
+    def on_save(self, trainer, task, result) -> None:
+        if self.pusher is not None:
+            files = task_push_files(result, trainer.args.output_dir, task.index, self.pusher.repo_id)
+            self.pusher.push(task.index, files, push_message(result, task.index))
+
+    def on_fit_end(self, trainer, result) -> None:
+        """Wait for the uploads; record them in `result` and in the saved results.json (which holds only the
+        tasks done, also when a task failed)."""
+        if self.pusher is None:
+            return
+        result.info["hub"] = outcomes_info(self.pusher.repo_id, self.pusher.wait())
+        path = Path(results_path(trainer.args.output_dir))
+        if path.is_file():
+            saved = json.loads(path.read_text())
+            write_json_atomic(str(path), {**saved, "hub": result.info["hub"]})
