@@ -115,9 +115,12 @@ def test_fit_on_vit_and_swin_or_a_clear_refusal(method, arch, six_class_splits, 
             )
     else:
         reloaded = load_task_adapters(tmp_path)
-        for task in stream:  # each task's head covers its own classes: place its logits in a full head
-            head = lambda pixels, t=task: nn.functional.pad(reloaded(pixels, task_id=t.index), (t.offset, 0))  # noqa: E731
-            aware, _ = accuracies(head, task)
+        for task in stream:
+
+            def full_head(pixels, task=task):  # the task's own head, at its block of a head of all classes
+                return nn.functional.pad(reloaded(pixels, task_id=task.index), (task.offset, 0))
+
+            aware, _ = accuracies(full_head, task)
             assert result.task_aware[-1, task.index] == pytest.approx(aware)
 
 

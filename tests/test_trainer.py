@@ -1,5 +1,5 @@
-"""ContinualTrainer: head growth, the loss rules, the memory, and refusals before training (every method's fit,
-checkpoints, state and resume: the generic tables of test_methods.py)."""
+"""ContinualTrainer: head growth, the loss rules, the memory, and refusals before training (every method's
+fit, checkpoints, state and resume: the generic tables of test_methods.py)."""
 
 import copy
 import json
