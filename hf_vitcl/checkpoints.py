@@ -3,8 +3,9 @@
     <output_dir>/
       results.json                  both accuracy matrices, metrics, what the run was; the resume commit point
       accuracy.png                  the matrices so far (also attention_distance.png, attention_drift.png)
-      task-<t>/                     the checkpoint after task t (0-based): a full model, or task t's adapter,
-                                    with its model card README.md and accuracy.png; the Hub branch task-<t>
+      task-<t>/                     the checkpoint after task t (0-based): a full model (a closed-form head in
+                                    head.safetensors beside it), or task t's adapter, with its model card
+                                    README.md and accuracy.png; the Hub branch task-<t>
       base/                         the adapters' frozen base model (task-incremental adapters only)
       run_state/task-<t>.safetensors   what the method and the plugins carry to task t + 1
       task-<t>-checkpoints/         the Trainer's checkpoints inside task t (save_strategy steps), removed
@@ -21,12 +22,15 @@ import re
 from pathlib import Path
 
 import torch
-from huggingface_hub import HfApi
+from huggingface_hub import HfApi, hf_hub_download
 from peft import PeftModel
 from torch import nn
 from transformers import AutoModelForImageClassification
+from transformers.utils import logging as transformers_logging
 
 from hf_vitcl.errors import ConfigError
+from hf_vitcl.heads.modules import CONFIG_KEY as HEAD_CONFIG_KEY
+from hf_vitcl.heads.modules import HEAD_FILE, load_head
 
 RESULTS_FILE = "results.json"
 CARD_FILE = "README.md"
@@ -73,14 +77,28 @@ def _is_folder(source: str | os.PathLike) -> bool:
 
 def load_task_model(source: str | os.PathLike, task_index: int, **kwargs):
     """The full model after task `task_index`: `<source>/task-<t>` of a run's folder, or branch `task-<t>`
-    of the Hub repo `source` (`kwargs` go to `from_pretrained`); safetensors weights only."""
+    of the Hub repo `source` (`kwargs` go to `from_pretrained`); safetensors weights only. A closed-form
+    head (`hf_vitcl.heads`: SimpleCIL, APER, RanPAC) is put back from the checkpoint's `head.safetensors`."""
     if _is_folder(source):
-        return AutoModelForImageClassification.from_pretrained(
-            Path(source) / task_name(task_index), use_safetensors=True, **kwargs
+        location, location_kwargs = Path(source) / task_name(task_index), {}
+    else:
+        location, location_kwargs = source, {"revision": task_name(task_index)}
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()  # a closed-form head's backbone has no `classifier` weights
+    try:
+        model = AutoModelForImageClassification.from_pretrained(
+            location, use_safetensors=True, **location_kwargs, **kwargs
         )
-    return AutoModelForImageClassification.from_pretrained(
-        source, revision=task_name(task_index), use_safetensors=True, **kwargs
-    )
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+    if getattr(model.config, HEAD_CONFIG_KEY, None) is None:
+        return model
+    if _is_folder(source):
+        head_file = Path(location) / HEAD_FILE
+    else:
+        head_file = hf_hub_download(str(source), HEAD_FILE, revision=task_name(task_index))
+    load_head(model, head_file)
+    return model
 
 
 def saved_tasks(source: str | os.PathLike, api: HfApi | None = None, count: int | None = None) -> list[int]:

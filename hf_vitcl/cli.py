@@ -142,7 +142,8 @@ class DataArguments:
     )
 
 
-def _yaml_defaults(path: str) -> dict:
+def yaml_defaults(path: str) -> dict:
+    """The options a YAML `--config` file sets, a `ConfigError` naming the file if it cannot be read."""
     try:
         with open(path) as handle:
             values = yaml.safe_load(handle) or {}
@@ -153,7 +154,7 @@ def _yaml_defaults(path: str) -> dict:
     return values
 
 
-def _check_yaml_value(action: argparse.Action, key: str, value) -> None:
+def check_yaml_value(action: argparse.Action, key: str, value) -> None:
     """A `ConfigError` naming `key` unless the YAML value of a number or boolean option converts as the
     flag's text would: argparse converts only string defaults, so a list, a mapping or a boolean would
     otherwise reach the option as it is. (Options taking text, JSON or mappings are left as they are.)"""
@@ -175,6 +176,15 @@ def _check_yaml_value(action: argparse.Action, key: str, value) -> None:
             ) from None
 
 
+def described_options(names: list[str], options, prefix: str = "") -> str:
+    """Unknown option names, quoted with `prefix`, each with the nearest of `options` as a hint."""
+    hints = {name: difflib.get_close_matches(name, list(options), n=1) for name in names}
+    return ", ".join(
+        f"'{prefix}{name}'" + (f" (did you mean '{prefix}{hint[0]}'?)" if hint else "")
+        for name, hint in hints.items()
+    )
+
+
 def parse_args(argv: list[str] | None = None):
     """(run, model, data, training, method config) dataclasses from `argv` and an optional YAML file."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -184,7 +194,7 @@ def parse_args(argv: list[str] | None = None):
     known, _ = first.parse_known_args(argv)
     defaults = dict(RECIPE_DEFAULTS)
     if known.config:
-        defaults.update(_yaml_defaults(known.config))
+        defaults.update(yaml_defaults(known.config))
     method = get_method(known.method or defaults.get("method", "finetune"))
 
     parser = HfArgumentParser(
@@ -193,22 +203,17 @@ def parse_args(argv: list[str] | None = None):
     options = {action.dest for action in parser._actions}
     unknown = sorted(set(defaults) - options)
     if unknown:
-        hints = {key: difflib.get_close_matches(key, options, n=1) for key in unknown}
-        described = ", ".join(
-            f"'{k}'" + (f" (did you mean '{h[0]}'?)" if h else "") for k, h in hints.items()
+        raise ConfigError(
+            f"config: unknown option {described_options(unknown, options)} for method '{method.method_name}'"
         )
-        raise ConfigError(f"config: unknown option {described} for method '{method.method_name}'")
     actions = {action.dest: action for action in parser._actions}
     for key, value in defaults.items():
-        _check_yaml_value(actions[key], key, value)
+        check_yaml_value(actions[key], key, value)
     parser.set_defaults(**defaults)
     *parsed, remaining = parser.parse_args_into_dataclasses(argv, return_remaining_strings=True)
-    flags = [word for word in remaining if word.startswith("--")]
+    flags = [word[2:] for word in remaining if word.startswith("--")]
     if remaining:
-        hints = {flag: difflib.get_close_matches(flag[2:], options, n=1) for flag in flags}
-        described = ", ".join(
-            f"'{f}'" + (f" (did you mean '--{h[0]}'?)" if h else "") for f, h in hints.items()
-        )
+        described = described_options(flags, options, "--")
         raise ConfigError(
             f"unknown option {described or remaining} for method '{method.method_name}' (see --help)"
         )

@@ -224,13 +224,25 @@ def model_family(model: nn.Module) -> str:
     return FAMILIES.get(model_type, model_type)
 
 
+class _FeaturesCaptured(Exception):
+    """Stops a forward once the classifier's input is captured."""
+
+
 def pre_logit_features(model: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
     """The input of `model.classifier` (ViT: the final-layernorm CLS token; Swin: the pooled output),
-    captured with a forward pre-hook on the classifier; works on HF ViT/Swin ForImageClassification."""
+    captured with a forward pre-hook on the classifier, which then stops the forward (the head does not
+    run); works on HF ViT/Swin ForImageClassification."""
     captured = []
-    hook = model.classifier.register_forward_pre_hook(lambda module, args: captured.append(args[0]))
+
+    def capture(module, args):
+        captured.append(args[0])
+        raise _FeaturesCaptured
+
+    hook = model.classifier.register_forward_pre_hook(capture)
     try:
         model(pixel_values=pixel_values)
+    except _FeaturesCaptured:
+        pass
     finally:
         hook.remove()
     return captured[0]

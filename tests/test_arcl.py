@@ -21,6 +21,7 @@ from hf_vitcl.attention.rollout import (
 )
 from hf_vitcl.data import Augmentation, TaskStream
 from hf_vitcl.errors import ConfigError
+from hf_vitcl.heads import ClassStatistics
 from hf_vitcl.methods import ARCLConfig, ARCLTrainer, FinetuneTrainer
 from hf_vitcl.methods.arcl import (
     AttentionGradientMasker,
@@ -372,12 +373,13 @@ def test_arcl_run_freezes_all_but_qkv_weights_and_heads_and_keeps_statistics(
     unaugmented = stream.tasks[1].train_dataset(tiny_processor(), False)[:]
     features = pre_logit_features(model.eval(), unaugmented["pixel_values"]).double()
     labels = torch.as_tensor(unaugmented["labels"])
+    means, covariances = trainer.class_statistics.means(), trainer.class_statistics.covariances(1e-4)
     for label in (2, 3):
-        torch.testing.assert_close(trainer.class_means[label], features[labels == label].mean(0))
+        torch.testing.assert_close(means[label], features[labels == label].mean(0))
         torch.testing.assert_close(
-            trainer.class_covariances[label], torch.cov(features[labels == label].T) + 1e-4 * torch.eye(32)
+            covariances[label], torch.cov(features[labels == label].T) + 1e-4 * torch.eye(32)
         )
-    assert len(trainer.class_covariances) == 4
+    assert len(covariances) == 4
     reports = result.info["method_report"]
     assert [report["mask_images"] for report in reports] == [12, 12]
     assert sum(1 - fraction for report in reports for fraction in report["protected_fraction"]) * 12 * 16 == (
@@ -385,6 +387,15 @@ def test_arcl_run_freezes_all_but_qkv_weights_and_heads_and_keeps_statistics(
     )
     drift = result.info["attention_drift"]
     assert drift[0] == [] and len(drift[1]) == 1 and len(drift[1][0]) == 2
+
+
+def gaussian_statistics(means: torch.Tensor, covariance: torch.Tensor, count: int = 2) -> ClassStatistics:
+    """Statistics whose classes have these means and this covariance."""
+    statistics = ClassStatistics(means.shape[1], second_moments=True)
+    statistics.counts = torch.full((len(means),), float(count), dtype=torch.float64)
+    statistics.sums = count * means
+    statistics.moments = (count - 1) * covariance + count * means.unsqueeze(2) * means.unsqueeze(1)
+    return statistics
 
 
 def test_refinement_separates_gaussian_classes_and_touches_only_the_head(tiny_splits, tmp_path):
@@ -396,8 +407,7 @@ def test_refinement_separates_gaussian_classes_and_touches_only_the_head(tiny_sp
         model.classifier.weight.zero_()
         model.classifier.bias.zero_()
     means = torch.eye(3, 32, dtype=torch.float64) * 4
-    trainer.class_means = list(means)
-    trainer.class_covariances = [torch.eye(32, dtype=torch.float64) * 0.25] * 3
+    trainer.class_statistics = gaussian_statistics(means, 0.25 * torch.eye(32, dtype=torch.float64))
     backbone = {n: p.detach().clone() for n, p in model.named_parameters() if not n.startswith("classifier")}
     task = small_stream(tiny_splits).tasks[0]
     trainer.refine_classifier(task)

@@ -7,7 +7,8 @@ included), so that a new method gets them without a test of its own:
 - the declared state (`carried_state`, `in_task_state`) round trips through the run state, and no tensor is
   kept between tasks in an attribute that is not declared;
 - resume equality: a run killed by SIGKILL inside task 2 (after its 3rd step of 4, the last Trainer checkpoint
-  at step 2) and resumed ends with the same results.json as an uninterrupted run.
+  at step 2; for a method whose later tasks train nothing, as task 2's evaluation begins, after its
+  statistics pass) and resumed ends with the same results.json as an uninterrupted run.
 """
 
 import json
@@ -31,6 +32,18 @@ from hf_vitcl.methods import METHODS, FinetuneTrainer
 from hf_vitcl.training import resume
 
 METHOD_NAMES = sorted(METHODS)
+# Options that keep a tiny run tiny (RanPAC's default projection, M = 10,000, has an 800 MB Gram matrix).
+TINY_OPTIONS = {"ranpac": {"projection_dim": 64}}
+
+
+def tiny_config(method: str):
+    return METHODS[method].config_class(**TINY_OPTIONS.get(method, {}))
+
+
+def tiny_flags(method: str) -> list[str]:
+    return [f"--{name}={value}" for name, value in TINY_OPTIONS.get(method, {}).items()]
+
+
 MODELS = {"vit": tiny_vit, "swin": tiny_swin}
 NO_AUGMENTATION = Augmentation(crop_padding=0, horizontal_flip=False)
 
@@ -75,7 +88,12 @@ def test_fit_on_vit_and_swin_or_a_clear_refusal(method, arch, six_class_splits, 
     trainer_class = METHODS[method]
     stream = stream_for(trainer_class, six_class_splits)
     model = MODELS[arch]()
-    trainer = trainer_class(model=model, args=tiny_args(tmp_path), processing_class=tiny_processor())
+    trainer = trainer_class(
+        model=model,
+        args=tiny_args(tmp_path),
+        method_config=tiny_config(method),
+        processing_class=tiny_processor(),
+    )
     if arch not in trainer_class.architectures:
         with pytest.raises(
             ConfigError, match=f"model: {method} works on .* only, not on {type(model).__name__}"
@@ -194,7 +212,10 @@ def test_declared_state_round_trips_and_no_undeclared_tensor_is_kept(
     trainer_class = METHODS[method]
     stream = stream_for(trainer_class, six_class_splits, n_tasks=2)
     trainer = trainer_class(
-        model=tiny_vit(), args=tiny_args(tmp_path / "run"), processing_class=tiny_processor()
+        model=tiny_vit(),
+        args=tiny_args(tmp_path / "run"),
+        method_config=tiny_config(method),
+        processing_class=tiny_processor(),
     )
     trainer.fit(stream)
     assert undeclared_state(trainer, base_attributes) == []
@@ -202,7 +223,10 @@ def test_declared_state_round_trips_and_no_undeclared_tensor_is_kept(
     state = resume.load_state(run_state_path(tmp_path / "run", 1), trainer.args.device)
     assert set(state["method"]) == set(trainer.carried_state)
     fresh = trainer_class(
-        model=tiny_vit(), args=tiny_args(tmp_path / "fresh"), processing_class=tiny_processor()
+        model=tiny_vit(),
+        args=tiny_args(tmp_path / "fresh"),
+        method_config=tiny_config(method),
+        processing_class=tiny_processor(),
     )
     fresh.stream = stream
     resume.load_run_state(fresh, state)
@@ -263,13 +287,22 @@ def test_a_run_killed_inside_task_2_and_resumed_ends_as_an_uninterrupted_one(
     method, six_class_folder, tmp_path, kill_server
 ):
     trainer_class = METHODS[method]
-    flags = ["--method", method_path(trainer_class), "--scenario", trainer_class.scenarios[0]]
+    flags = [
+        "--method",
+        method_path(trainer_class),
+        "--scenario",
+        trainer_class.scenarios[0],
+        *tiny_flags(method),
+    ]
     main(command(six_class_folder, tmp_path / "once", *flags))
     args = command(six_class_folder, tmp_path / "twice", *flags)
-    returncode, output = kill_server.run(args, task=1, point="step 3", log=tmp_path / "killed.log")
+    # A method whose later tasks train nothing (a closed-form head) dies after task 2's statistics pass.
+    point = "step 3" if trainer_class.trains_after_first_task else "evaluation"
+    returncode, output = kill_server.run(args, task=1, point=point, log=tmp_path / "killed.log")
     assert returncode == -signal.SIGKILL, output[-3000:]
     assert json.loads((tmp_path / "twice" / "results.json").read_text())["tasks_done"] == 1
-    assert os.listdir(tmp_path / "twice" / "task-1-checkpoints") == ["checkpoint-2"]  # 2 steps left after it
+    if trainer_class.trains_after_first_task:  # 2 steps left after the last checkpoint
+        assert os.listdir(tmp_path / "twice" / "task-1-checkpoints") == ["checkpoint-2"]
     main(command(six_class_folder, tmp_path / "twice", *flags, "--resume"))
     expected, got = saved(tmp_path / "once"), saved(tmp_path / "twice")
     assert set(got) == set(expected)

@@ -45,3 +45,20 @@ def test_the_plugin_example_runs_and_writes_the_matrix(tiny_splits, tmp_path, mo
     result = FinetuneTrainer(model=tiny_vit(), args=args, processing_class=tiny_processor()).fit(stream)
     written = np.genfromtxt(tmp_path / "accuracy.csv", delimiter=",")
     np.testing.assert_allclose(written, result.matrix, atol=0.005, equal_nan=True)
+
+
+def test_the_closed_form_loading_example_runs_on_a_run_folder(six_class_splits, tmp_path, monkeypatch):
+    """The pretrained section's snippet, on a tiny RanPAC run in the folder it names."""
+    from hf_vitcl.methods import RanPACConfig, RanPACTrainer
+
+    run = tmp_path / "runs" / "pretrained" / "split-digits-ranpac"
+    stream = TaskStream(*six_class_splits, n_tasks=3, seed=3, augmentation=Augmentation(0, False))
+    config = RanPACConfig(adaptation="none", projection_dim=16)
+    RanPACTrainer(
+        model=tiny_vit(), args=tiny_args(run), method_config=config, processing_class=tiny_processor()
+    ).fit(stream)
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(blocks(README.split("\n### Pretrained ViTs")[1].split("\n## ", 1)[0], "python")[0], namespace)
+    assert namespace["logits"].shape == (1, 6)
+    assert namespace["model"].config.closed_form_head["projection_dim"] == 16

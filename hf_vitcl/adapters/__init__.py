@@ -1,4 +1,5 @@
-"""Task-incremental adapters as PEFT methods: Piggyback, RKR and Mask-RKR.
+"""Adapters as PEFT methods: the task-incremental Piggyback, RKR and Mask-RKR, and SSF (the first-session
+adaptation of APER and RanPAC).
 
 Importing this package (done by `import hf_vitcl`) registers them with PEFT, so `get_peft_model`,
 `PeftModel.from_pretrained`, `load_adapter`, `set_adapter`, `disable_adapter` and `merge_and_unload`
@@ -18,11 +19,13 @@ from hf_vitcl.adapters.base import (
 from hf_vitcl.adapters.mask_rkr import MASK_RKR, MaskRKRConfig, MaskRKRModel
 from hf_vitcl.adapters.piggyback import PIGGYBACK, PiggybackConfig, PiggybackModel
 from hf_vitcl.adapters.rkr import RKR, RKRConfig, RKRModel, RKROptions
+from hf_vitcl.adapters.ssf import SSF, SSFConfig, SSFModel
 
 ADAPTER_METHODS = {
     PIGGYBACK: (PiggybackConfig, PiggybackModel),
     RKR: (RKRConfig, RKRModel),
     MASK_RKR: (MaskRKRConfig, MaskRKRModel),
+    SSF: (SSFConfig, SSFModel),
 }
 for _name, (_config, _model) in ADAPTER_METHODS.items():
     register_adapter_method(_name, _config, _model)
@@ -38,6 +41,8 @@ __all__ = [
     "RKRConfig",
     "RKRModel",
     "RKROptions",
+    "SSFConfig",
+    "SSFModel",
     "TaskAdapterConfig",
     "TaskAdapterLinear",
     "TaskAdapterModel",

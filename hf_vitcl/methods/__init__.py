@@ -1,7 +1,9 @@
 """Continual-learning methods: one `ContinualTrainer` subclass per module, each registered by name with
 `@register_method` (`hf_vitcl.methods.registry`)."""
 
+from hf_vitcl.methods.aper import APERTrainer
 from hf_vitcl.methods.arcl import ARCLConfig, ARCLTrainer
+from hf_vitcl.methods.closed_form import ClosedFormConfig, ClosedFormTrainer, FirstSessionConfig
 from hf_vitcl.methods.ewc import EWCConfig, EWCTrainer
 from hf_vitcl.methods.finetune import FinetuneTrainer
 from hf_vitcl.methods.joint import JointTrainer
@@ -11,18 +13,25 @@ from hf_vitcl.methods.mas import MASConfig, MASTrainer
 from hf_vitcl.methods.mask_rkr import MaskRKRMethodConfig, MaskRKRTrainer
 from hf_vitcl.methods.pad import PADConfig, PADTrainer
 from hf_vitcl.methods.piggyback import PiggybackMethodConfig, PiggybackTrainer
+from hf_vitcl.methods.ranpac import RanPACConfig, RanPACTrainer
 from hf_vitcl.methods.registry import METHODS, get_method, register_method
 from hf_vitcl.methods.rkr import RKRMethodConfig, RKRTrainer
 from hf_vitcl.methods.si import SIConfig, SITrainer
+from hf_vitcl.methods.simplecil import SimpleCILTrainer
+from hf_vitcl.methods.slca import SLCAConfig, SLCATrainer
 from hf_vitcl.methods.task_incremental import TaskIncrementalConfig, TaskIncrementalTrainer
 
 __all__ = [
     "METHODS",
+    "APERTrainer",
     "ARCLConfig",
     "ARCLTrainer",
+    "ClosedFormConfig",
+    "ClosedFormTrainer",
     "EWCConfig",
     "EWCTrainer",
     "FinetuneTrainer",
+    "FirstSessionConfig",
     "JointTrainer",
     "KDConfig",
     "KDTrainer",
@@ -36,10 +45,15 @@ __all__ = [
     "PADTrainer",
     "PiggybackMethodConfig",
     "PiggybackTrainer",
+    "RanPACConfig",
+    "RanPACTrainer",
     "RKRMethodConfig",
     "RKRTrainer",
     "SIConfig",
     "SITrainer",
+    "SLCAConfig",
+    "SLCATrainer",
+    "SimpleCILTrainer",
     "TaskIncrementalConfig",
     "TaskIncrementalTrainer",
     "get_method",

@@ -24,10 +24,11 @@ Trainable set (`trainable`): the paper's `qkv` (W_q, W_k, W_v weights at learnin
 classifier at learning_rate; biases and everything else frozen) or `all` (the rest at learning_rate).
 Cross-entropy on logits / temperature over the current task's classes.
 
-Classifier refinement after each task: the mean and covariance (+ 1e-4·I) of the pre-logit features of
-each new class's unaugmented training images are kept (no image is); the head of all classes seen then
-trains `refine_epochs` epochs on `refine_samples` features per class drawn from these Gaussians (SGD, lr
-1e-3, momentum 0.9, weight decay 1e-4, batches of 128, cross-entropy on logits / temperature).
+Classifier refinement after each task: the sums that give the mean and covariance (+ 1e-4·I) of the
+pre-logit features of each new class's unaugmented training images are kept (`ClassStatistics`; no image
+is); the head of all classes seen then trains `refine_epochs` epochs on `refine_samples` features per class
+drawn from these Gaussians (SGD, lr 1e-3, momentum 0.9, weight decay 1e-4, batches of 128, cross-entropy on
+logits / temperature), by the Gaussian replay SLCA shares (`hf_vitcl.heads.align_classifier`).
 
 Differences from the authors' code, on purpose: their threshold window slides by one value instead of one
 image, so only the first image of a class gets its own threshold (here each image and layer does); masks and
@@ -50,6 +51,7 @@ from hf_vitcl.attention.recorder import AttentionRecorder, attention_modules
 from hf_vitcl.attention.rollout import attention_rollout, retention_masks
 from hf_vitcl.data.stream import Task, TaskStream
 from hf_vitcl.errors import ConfigError
+from hf_vitcl.heads import ClassStatistics, GaussianAlignment, align_classifier
 from hf_vitcl.methods.registry import register_method
 from hf_vitcl.models import pre_logit_features
 from hf_vitcl.training.arguments import MethodConfig
@@ -233,14 +235,13 @@ class ARCLTrainer(ContinualTrainer):
     method_name = "arcl"
     config_class = ARCLConfig
     architectures = ("vit",)  # rollout needs a CLS token and global attention
-    carried_state = ("mask_sum", "mask_count", "class_means", "class_covariances")
+    carried_state = ("mask_sum", "mask_count", "class_statistics")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.mask_sum: torch.Tensor | None = None  # (L, P) sum of binary masks over earlier training images
         self.mask_count = 0
-        self.class_means: list[torch.Tensor] = []  # by head label, float64 on the CPU
-        self.class_covariances: list[torch.Tensor] = []
+        self.class_statistics = ClassStatistics(self.model.classifier.in_features, second_moments=True)
         self.teacher: nn.Module | None = None
         self.masker: AttentionGradientMasker | None = None
         self._teacher_recorder: AttentionRecorder | None = None
@@ -297,11 +298,10 @@ class ARCLTrainer(ContinualTrainer):
         self._recording.close()  # the model back on its fast attention
         self.masker = self.teacher = self._teacher_recorder = None
         self._shared_masks = self._step_masks = None
-        features, labels, mask_sum, count = self._task_statistics(task)
+        mask_sum, count = self._task_statistics(task)
         self.mask_sum = mask_sum if self.mask_sum is None else self.mask_sum + mask_sum
         self.mask_count += count
         self._report = {"mask_images": count, "protected_fraction": (1 - mask_sum / count).mean(-1).tolist()}
-        self._add_class_statistics(features, labels, task)
         if self.method_config.refine_classifier:
             self.refine_classifier(task)
 
@@ -350,13 +350,14 @@ class ARCLTrainer(ContinualTrainer):
     # after a task: masks, class statistics, refinement
 
     @torch.no_grad()
-    def _task_statistics(self, task: Task) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
-        """Pre-logit features (n, D) and head labels (n,) of the task's unaugmented training images, the sum
-        of their binary masks (L, P) and n, in one pass of the trained model (eval mode)."""
+    def _task_statistics(self, task: Task) -> tuple[torch.Tensor, int]:
+        """The sum of the binary masks (L, P) of the task's unaugmented training images and their number n,
+        and their pre-logit features into `class_statistics`, in one pass of the trained model (eval
+        mode)."""
         model, device = self.model, self.args.device
         was_training = model.training
         model.eval()
-        features, labels, mask_sum, count = [], [], 0, 0
+        mask_sum, count = 0, 0
         loader = DataLoader(
             task.train_dataset(self.processing_class, augment=False),
             batch_size=self.args.per_device_eval_batch_size,
@@ -366,56 +367,35 @@ class ARCLTrainer(ContinualTrainer):
             with AttentionRecorder(model, ("probs",)) as recorder:
                 for batch in loader:
                     recorder.clear()
-                    features.append(
-                        pre_logit_features(model, batch["pixel_values"].to(device)).double().cpu()
-                    )
-                    labels.append(batch["labels"])
+                    features = pre_logit_features(model, batch["pixel_values"].to(device))
+                    self.class_statistics.add(features, batch["labels"])
                     masks = retention_masks(attention_rollout(recorder["probs"]), **self.threshold_options)
                     mask_sum = mask_sum + masks.sum(0).cpu()
                     count += len(masks)
         finally:
             model.train(was_training)
-        return torch.cat(features), torch.cat(labels), mask_sum, count
-
-    def _add_class_statistics(self, features: torch.Tensor, labels: torch.Tensor, task: Task) -> None:
-        ridge = self.method_config.covariance_ridge * torch.eye(features.shape[1], dtype=features.dtype)
-        for label in task.labels:
-            own = features[labels == label]
-            if len(own) == 0:
-                raise ConfigError(f"class {label} of task {task.index + 1} has no training image")
-            self.class_means.append(own.mean(0))
-            self.class_covariances.append(torch.cov(own.T, correction=int(len(own) > 1)) + ridge)
+        self.class_statistics.grow(task.labels.stop)
+        return mask_sum, count
 
     def refine_classifier(self, task: Task) -> None:
         """Train the head of all classes seen on features drawn from the classes' Gaussians (module
         docstring); seeded by (seed, task), so every process draws the same."""
         config = self.method_config
-        head = self.model.classifier
-        means = torch.stack(self.class_means)
-        scale_trils = torch.linalg.cholesky(torch.stack(self.class_covariances))
-        classes, dimension = means.shape
-        labels = torch.arange(classes).repeat_interleave(config.refine_samples)
-        generator = torch.Generator().manual_seed(self.args.seed + task.index)
-        optimizer = torch.optim.SGD(
-            head.parameters(), lr=config.refine_learning_rate, momentum=0.9, weight_decay=1e-4
+        statistics = self.class_statistics
+        align_classifier(
+            self.model.classifier,
+            statistics.means(),
+            statistics.covariances(config.covariance_ridge),
+            GaussianAlignment(
+                epochs=config.refine_epochs,
+                samples_per_class=config.refine_samples,
+                batch_size=config.refine_batch_size,
+                learning_rate=config.refine_learning_rate,
+                weight_decay=1e-4,
+                temperature=config.temperature,
+            ),
+            torch.Generator().manual_seed(self.args.seed + task.index),
         )
-        device, dtype = head.weight.device, head.weight.dtype
-        requires_grad = [param.requires_grad for param in head.parameters()]
-        head.requires_grad_(True)
-        for _ in range(config.refine_epochs):
-            noise = torch.randn(
-                classes, config.refine_samples, dimension, generator=generator, dtype=means.dtype
-            )
-            samples = (means.unsqueeze(1) + noise @ scale_trils.transpose(-1, -2)).flatten(0, 1)
-            for batch in torch.randperm(len(samples), generator=generator).split(config.refine_batch_size):
-                logits = head(samples[batch].to(device, dtype))
-                loss = F.cross_entropy(logits / config.temperature, labels[batch].to(device))
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-        for param, flag in zip(head.parameters(), requires_grad, strict=True):
-            param.requires_grad_(flag)
-            param.grad = None
 
     def check(self, stream: TaskStream) -> None:
         """ViT only (the trainer checks `architectures`); no LPA blocks, no attention dropout."""

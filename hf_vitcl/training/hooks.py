@@ -48,6 +48,7 @@ class MethodHooks:
     architectures: tuple[str, ...] = ("vit", "swin")  # model families the method works on
     scenarios: tuple[str, ...] = SCENARIOS
     supports_memory = True  # whether an exemplar memory (`memory_size`) may replay old classes
+    trains_after_first_task = True  # False: later tasks train nothing (closed-form heads), only end_task
 
     # checks
 
