@@ -107,7 +107,7 @@ class ClosedFormTrainer(ContinualTrainer):
             dtype=STATISTICS_DTYPES[self.method_config.statistics_dtype],
             **self.statistics_options,
         )
-        self._pretrained: torch.nn.Module | None = None  # the backbone before a full first-session adaptation
+        self._pretrained: torch.nn.Module | None = None  # APER: the backbone before the adaptation
 
     def head_dim(self) -> int:
         return self.feature_dim
@@ -166,7 +166,6 @@ class ClosedFormTrainer(ContinualTrainer):
         )
         self.statistics.merge(new)
         self.set_head(task, new)
-        self.model.config.closed_form_head = head.config()
 
     def on_statistics_batch(self, task: Task):
         """A callback the statistics pass gives each batch's (features, labels, indices), or None."""
@@ -179,11 +178,8 @@ class ClosedFormTrainer(ContinualTrainer):
             if self.keeps_pretrained_branch:
                 self._pretrained = copy.deepcopy(self.model).unload()
             self.model = self.model.merge_and_unload()
-        self.prepare_model_after_adaptation(task)
-        self._pretrained = None
-
-    def prepare_model_after_adaptation(self, task: Task) -> None:
         attach_head(self.model, self.new_head())
+        self._pretrained = None
         self.grow_head(task)
 
     def grow_head(self, task: Task) -> None:
