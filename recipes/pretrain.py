@@ -27,7 +27,6 @@ from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
 
 from hf_vitcl.cli import check_yaml_value, described_options, yaml_defaults
 from hf_vitcl.data import Augmentation, TaskStream
-from hf_vitcl.data.loading import load_splits
 from hf_vitcl.errors import ConfigError
 from hf_vitcl.models import SIZES, ViTShape, check_model_fits, grow_classifier, load_model
 
@@ -140,18 +139,12 @@ def build_stream(args: PretrainArguments, seed: int) -> TaskStream:
     ClassLabel); the stream checks columns and labels and encodes the examples as the continual runs do."""
     if args.crop_padding < 0:
         raise ConfigError(f"crop_padding={args.crop_padding} must be 0 or more")
-    train, test = load_splits(
+    stream = TaskStream.from_hub(
         args.dataset,
         train_split=args.train_split,
         test_split=args.test_split,
         test_fraction=args.test_fraction,
         revision=args.dataset_revision,
-        image_column=args.image_column,
-        label_column=args.label_column,
-    )
-    stream = TaskStream(
-        train,
-        test,
         n_tasks=1,
         seed=None,  # keeps the dataset's class order
         image_column=args.image_column,

@@ -157,18 +157,20 @@ class ClosedFormTrainer(ContinualTrainer):
         if self.adapts(task):
             self.finish_adaptation(task)
         head = self.model.classifier
+        dataset = task.train_dataset(self.processing_class, augment=False)
         new = statistics_pass(
             self,
-            task.train_dataset(self.processing_class, augment=False),
+            dataset,
             lambda pixel_values: head.head_features(pre_logit_features(self.model, pixel_values)),
             self.statistics.empty_like(),
-            on_batch=self.on_statistics_batch(task),
+            on_batch=self.on_statistics_batch(task, len(dataset)),
         )
         self.statistics.merge(new)
         self.set_head(task, new)
 
-    def on_statistics_batch(self, task: Task):
-        """A callback the statistics pass gives each batch's (features, labels, indices), or None."""
+    def on_statistics_batch(self, task: Task, size: int):
+        """A callback the statistics pass over the task's `size` images gives each batch's (features,
+        labels, indices), or None."""
         return None
 
     def finish_adaptation(self, task: Task) -> None:

@@ -72,11 +72,10 @@ class RanPACTrainer(ClosedFormTrainer):
         """W drawn from the run's seed, so every process (and a resumed run) has the same."""
         return RidgeHead(self.feature_dim, self.method_config.projection_dim, seed=self.args.seed)
 
-    def on_statistics_batch(self, task: Task):
+    def on_statistics_batch(self, task: Task, size: int):
         """With λ to choose: the task's statistics over its fitting share, and its held-out features."""
         if self.method_config.ridge is not None:
             return None
-        size = len(task.train_dataset(self.processing_class, augment=False))
         generator = torch.Generator().manual_seed(phase_seed(self.args.seed, task.index, 2))
         order = torch.randperm(size, generator=generator)
         held_out = torch.zeros(size, dtype=torch.bool)
