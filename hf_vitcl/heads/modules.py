@@ -3,7 +3,7 @@ features f: ViT's final-norm [CLS], Swin's pooled output) and are set from `Clas
 
 Every head has `head_features(f)`, the features its statistics are over, and `forward(f)`, the logits:
 
-- `PrototypeHead` (SimpleCIL, APER): logits = σ · cos(f, μ_c), μ_c the class means of f; σ = 1.
+- `PrototypeHead` (SimpleCIL, APER): logits = cos(f, μ_c), μ_c the class means of f.
 - `RidgeHead` (RanPAC): h = ReLU(f W) with a fixed W ∈ R^{D×M}, W_ij ~ N(0, 1) (no projection when M = 0,
   h = f); logits = h Woᵀ with Wo = ((G + λI)⁻¹ Q)ᵀ, G = Σ hhᵀ, Q = Σ h yᵀ over all tasks' examples.
 - `DualBranchPrototypeHead` (APER): f ⊕ f₀, f₀ from a frozen copy of the pretrained model that the head
@@ -31,13 +31,14 @@ CONFIG_KEY = "closed_form_head"  # the head's description in the model's config.
 
 
 class PrototypeHead(nn.Module):
-    """logits = σ · cos(f, μ_c) over the class prototypes μ_c (rows of `prototypes`)."""
+    """logits = cos(f, μ_c) over the class prototypes μ_c (rows of `prototypes`); the authors' scale σ is
+    learnable but never trained, and left out."""
 
     kind = "prototype"
 
-    def __init__(self, in_features: int, num_classes: int = 0, scale: float = 1.0):
+    def __init__(self, in_features: int, num_classes: int = 0):
         super().__init__()
-        self.in_features, self.scale = in_features, scale
+        self.in_features = in_features
         self.register_buffer("prototypes", torch.zeros(num_classes, in_features))
 
     @property
@@ -50,7 +51,7 @@ class PrototypeHead(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         features = self.head_features(features)
         prototypes = self.prototypes.to(features.dtype)
-        return self.scale * F.normalize(features, dim=-1) @ F.normalize(prototypes, dim=-1).T
+        return F.normalize(features, dim=-1) @ F.normalize(prototypes, dim=-1).T
 
     def grow(self, num_classes: int) -> None:
         """Rows for classes 0..num_classes-1; old rows kept, new ones zero until set."""
