@@ -4,30 +4,35 @@
       results.json                  both accuracy matrices, metrics, what the run was; the resume commit point
       accuracy.png                  the matrices so far (also attention_distance.png, attention_drift.png)
       task-<t>/                     the checkpoint after task t (0-based): a full model (a closed-form head in
-                                    head.safetensors beside it), or task t's adapter, with its model card
-                                    README.md and accuracy.png; the Hub branch task-<t>
-      base/                         the adapters' frozen base model (task-incremental adapters only)
+                                    head.safetensors beside it), task t's adapter, or the prompt adapter
+                                    after task t, with its model card README.md and accuracy.png; the Hub
+                                    branch task-<t>
+      base/                         the adapters' frozen base model (task-incremental and prompt adapters)
       run_state/task-<t>.safetensors   what the method and the plugins carry to task t + 1
       task-<t>-checkpoints/         the Trainer's checkpoints inside task t (save_strategy steps), removed
                                     once the task is done
 
-`load_task_model(source, t)` loads a full model, `load_task_adapters(source)` every task's adapter in one
-model; `source` is a run's folder or a Hub repo id, and works the same either way.
+`load_task_model(source, t)` loads the whole model after task t (a prompt adapter on its base included),
+`load_task_adapters(source)` every task's adapter of a task-incremental run in one model; `source` is a run's
+folder or a Hub repo id, and works the same either way.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
 
 import torch
 from huggingface_hub import HfApi, hf_hub_download
+from huggingface_hub.errors import EntryNotFoundError
 from peft import PeftModel
 from torch import nn
 from transformers import AutoModelForImageClassification
 from transformers.utils import logging as transformers_logging
 
+from hf_vitcl.adapters import PROMPT_ADAPTERS
 from hf_vitcl.errors import ConfigError
 from hf_vitcl.heads.modules import CONFIG_KEY as HEAD_CONFIG_KEY
 from hf_vitcl.heads.modules import HEAD_FILE, load_head
@@ -40,6 +45,7 @@ DRIFT_PLOT_FILE = "attention_drift.png"
 BASE_DIR = "base"
 RUN_STATE_DIR = "run_state"
 IN_TASK_STATE_FILE = "in_task_state.safetensors"  # written last into each Trainer checkpoint inside a task
+ADAPTER_CONFIG_FILE = "adapter_config.json"
 TASK_NAME = re.compile(r"task-(\d+)")
 
 
@@ -76,13 +82,20 @@ def _is_folder(source: str | os.PathLike) -> bool:
 
 
 def load_task_model(source: str | os.PathLike, task_index: int, **kwargs):
-    """The full model after task `task_index`: `<source>/task-<t>` of a run's folder, or branch `task-<t>`
-    of the Hub repo `source` (`kwargs` go to `from_pretrained`); safetensors weights only. A closed-form
-    head (`hf_vitcl.heads`: SimpleCIL, APER, RanPAC) is put back from the checkpoint's `head.safetensors`."""
+    """The whole model after task `task_index`: `<source>/task-<t>` of a run's folder, or branch `task-<t>`
+    of the Hub repo `source` (`kwargs` go to `from_pretrained`); safetensors weights only.
+
+    - a plain checkpoint loads as it is;
+    - a closed-form head (`hf_vitcl.heads`: SimpleCIL, APER, RanPAC) is put back from `head.safetensors`;
+    - a prompt adapter (L2P, DualPrompt, CODA-Prompt) is loaded with PEFT on the run's `base/`: a `PeftModel`
+      in eval mode, whose config names the classes seen.
+    """
     if _is_folder(source):
         location, location_kwargs = Path(source) / task_name(task_index), {}
     else:
         location, location_kwargs = source, {"revision": task_name(task_index)}
+    if _prompt_adapter_type(source, task_index) is not None:
+        return _load_prompt_adapter(source, task_index, location, location_kwargs, **kwargs)
     verbosity = transformers_logging.get_verbosity()
     transformers_logging.set_verbosity_error()  # a closed-form head's backbone has no `classifier` weights
     try:
@@ -99,6 +112,44 @@ def load_task_model(source: str | os.PathLike, task_index: int, **kwargs):
         head_file = hf_hub_download(str(source), HEAD_FILE, revision=task_name(task_index))
     load_head(model, head_file)
     return model
+
+
+def _prompt_adapter_type(source: str | os.PathLike, task_index: int) -> str | None:
+    """The PEFT type of the checkpoint after `task_index` if it is a prompt adapter, else None."""
+    if _is_folder(source):
+        config_file = Path(source) / task_name(task_index) / ADAPTER_CONFIG_FILE
+        if not config_file.is_file():
+            return None
+    else:
+        try:
+            config_file = hf_hub_download(str(source), ADAPTER_CONFIG_FILE, revision=task_name(task_index))
+        except EntryNotFoundError:
+            return None
+    peft_type = json.loads(Path(config_file).read_text()).get("peft_type")
+    if peft_type not in PROMPT_ADAPTERS:
+        raise ConfigError(
+            f"source '{source}': task-{task_index} is a {peft_type} task adapter, one per task with its own "
+            "head: load the run with load_task_adapters"
+        )
+    return peft_type
+
+
+def _load_prompt_adapter(source, task_index: int, location, location_kwargs: dict, **kwargs):
+    if _is_folder(source):
+        base = AutoModelForImageClassification.from_pretrained(
+            Path(source) / BASE_DIR, use_safetensors=True, **kwargs
+        )
+    else:
+        base = AutoModelForImageClassification.from_pretrained(
+            source, subfolder=BASE_DIR, revision=task_name(task_index), use_safetensors=True, **kwargs
+        )
+    model = PeftModel.from_pretrained(base, str(location), **location_kwargs)
+    names = model.peft_config[model.active_adapter].id2label
+    config = base.config
+    config.id2label = {int(index): name for index, name in names.items()}
+    config.label2id = {name: index for index, name in config.id2label.items()}
+    config.num_labels = base.num_labels = len(names)
+    return model.eval()
 
 
 def saved_tasks(source: str | os.PathLike, api: HfApi | None = None, count: int | None = None) -> list[int]:

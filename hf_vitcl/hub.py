@@ -61,8 +61,8 @@ def task_files(run_dir: str | os.PathLike, task_index: int, checkpoint: dict) ->
             f"{task_dir} does not exist: the run saved no checkpoint for task {task_index}"
         )
     files = _folder_files(task_dir)
-    if checkpoint.get("format") == "adapter":
-        base = checkpoint["base"]
+    base = checkpoint.get("base")
+    if base:
         files.update(_folder_files(run_dir / base, prefix=f"{base}/"))
     return files
 

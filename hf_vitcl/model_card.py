@@ -96,7 +96,7 @@ def render_task_card(result: ContinualResult, task_index: int, repo_id: str | No
     checkpoint = info["checkpoint"]
     dataset = dataset_id(stream_name)
     card_data = ModelCardData(
-        library_name="peft" if checkpoint["format"] == "adapter" else "transformers",
+        library_name="peft" if checkpoint["format"] in ("adapter", "prompt_adapter") else "transformers",
         pipeline_tag="image-classification",
         tags=["continual-learning", "hf_vitcl", info["method"]],
         base_model=base_model,

@@ -184,33 +184,52 @@ def check_model_fits(model: nn.Module, processor) -> None:
     check_patch_size(config)
 
 
-def grow_classifier(model: nn.Module, class_names: list[str], keep: int, seed: int = 0) -> nn.Linear:
-    """Replace `model.classifier` by one with `len(class_names)` outputs, copying the first `keep` rows.
-
-    New rows start as in HF's initialisation (weights ~ N(0, initializer_range²), zero bias) from a
-    generator seeded by `seed`, so every process of a distributed run grows the same head. The
-    config's `num_labels`, `id2label` and `label2id` follow, so each checkpoint is a plain HF model.
-    """
-    head = model.classifier
-    num_classes = len(class_names)
-    in_features = head.in_features if isinstance(head, nn.Linear) else model.config.hidden_size
+def grown_linear(
+    head: nn.Linear | None, num_classes: int, in_features: int, keep: int, seed: int, std: float
+):
+    """A linear head of `num_classes` outputs whose first `keep` rows are copied from `head`; new rows start
+    as in HF's initialisation (weights ~ N(0, std²), zero bias) from a generator seeded by `seed`, so every
+    process of a distributed run grows the same head. On `head`'s device and dtype."""
     if not 0 <= keep <= min(num_classes, getattr(head, "out_features", 0)):
         raise ValueError(
-            f"cannot keep {keep} rows of a head of {getattr(head, 'out_features', 0)} "
-            f"growing to {num_classes}"
+            f"cannot keep {keep} rows of a head of {getattr(head, 'out_features', 0)} growing to "
+            f"{num_classes}"
         )
     generator = torch.Generator().manual_seed(seed)
-    weight = torch.randn(num_classes, in_features, generator=generator) * model.config.initializer_range
-    bias = torch.zeros(num_classes)
-    reference = next(model.parameters())
-    grown = nn.Linear(in_features, num_classes, device=reference.device, dtype=reference.dtype)
+    weight = torch.randn(num_classes, in_features, generator=generator) * std
+    reference = head.weight if isinstance(head, nn.Linear) else None
+    grown = nn.Linear(
+        in_features,
+        num_classes,
+        device=None if reference is None else reference.device,
+        dtype=None if reference is None else reference.dtype,
+    )
     with torch.no_grad():
         grown.weight.copy_(weight)
-        grown.bias.copy_(bias)
+        grown.bias.zero_()
         if keep:
             grown.weight[:keep] = head.weight[:keep]
             grown.bias[:keep] = head.bias[:keep]
-    model.classifier = grown
+    return grown
+
+
+def grow_classifier(model: nn.Module, class_names: list[str], keep: int, seed: int = 0) -> nn.Linear:
+    """Replace `model.classifier` by one with `len(class_names)` outputs, copying the first `keep` rows
+    (`grown_linear`, new rows ~ N(0, initializer_range²)). The config's `num_labels`, `id2label` and
+    `label2id` follow, so each checkpoint is a plain HF model."""
+    head = model.classifier
+    num_classes = len(class_names)
+    in_features = head.in_features if isinstance(head, nn.Linear) else model.config.hidden_size
+    grown = grown_linear(
+        head if isinstance(head, nn.Linear) else None,
+        num_classes,
+        in_features,
+        keep,
+        seed,
+        model.config.initializer_range,
+    )
+    reference = next(model.parameters())
+    model.classifier = grown = grown.to(device=reference.device, dtype=reference.dtype)
     model.num_labels = num_classes
     model.config.num_labels = num_classes
     model.config.id2label = dict(enumerate(class_names))

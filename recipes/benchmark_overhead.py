@@ -1,7 +1,8 @@
 """Training-step time and peak memory of each method as a ratio to fine-tuning, measured in one run on
 the same model and data. Each method runs in its own process: two tasks of Split Digits (or any
 benchmark), a few warm-up steps, then `--steps` timed optimizer steps of the second task, where the
-penalties, teachers, attention recorders, ARCL's gradient masking, second adapters and LPA are active
+penalties, teachers, attention recorders, ARCL's gradient masking, second adapters, LPA and the prompt
+methods' query forward are active
 (the adapters train the base on the first task, so task 2 is the frozen-base step of every later task).
 `--repeats` rounds over all methods, in rotated order; each figure is a method's median over the rounds.
 
@@ -43,6 +44,9 @@ VARIANTS = {
     "arcl teacher": ("arcl", {"mask_mode": "teacher"}, False),
     "arcl accumulated, all": ("arcl", {"mask_mode": "accumulated", "trainable": "all"}, False),
     "arcl teacher, all": ("arcl", {"mask_mode": "teacher", "trainable": "all"}, False),
+    "l2p": ("l2p", {}, False),  # frozen backbone: the query forward, then the prompted one
+    "dualprompt": ("dualprompt", {}, False),
+    "coda_prompt": ("coda_prompt", {}, False),
 }
 
 

@@ -51,12 +51,12 @@ def tiny_splits():
     return make_image_dataset(6, seed=0), make_image_dataset(3, seed=1)
 
 
-def tiny_vit(num_labels: int = 2) -> ViTForImageClassification:
+def tiny_vit(num_labels: int = 2, layers: int = 2) -> ViTForImageClassification:
     config = ViTConfig(
         image_size=IMAGE_SIZE,
         patch_size=4,
         hidden_size=32,
-        num_hidden_layers=2,
+        num_hidden_layers=layers,
         num_attention_heads=2,
         intermediate_size=64,
         num_labels=num_labels,

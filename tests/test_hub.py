@@ -176,6 +176,26 @@ def test_adapter_run_pushes_the_adapter_with_its_base_and_no_pickle(tiny_splits,
         model(PIXELS, task_id=2)
 
 
+def test_prompt_run_pushes_its_adapter_with_the_base_and_a_card_that_loads_it(tiny_splits, tmp_path):
+    hub = FakeHub()
+    trainer, _ = fit(tiny_splits, tmp_path, hub, method="l2p")
+    for task in (0, 1):
+        assert hub.pushed(f"task-{task}") == ADAPTER_FILES | BASE_FILES
+        card = hub.branches[f"task-{task}"]["README.md"].decode()
+        assert f'from_pretrained("{REPO}", subfolder="base", revision="task-{task}")' in card
+        assert f'PeftModel.from_pretrained(base, "{REPO}", revision="task-{task}")' in card
+        assert f'load_task_model("{REPO}", {task})' in card and "library_name: peft" in card
+    assert (
+        hub.branches["task-1"]["base/model.safetensors"]
+        == (tmp_path / "base" / "model.safetensors").read_bytes()
+    )
+    reloaded = load_task_model(tmp_path, 1)
+    with torch.no_grad():
+        assert torch.equal(
+            reloaded(pixel_values=PIXELS).logits, trainer.model.eval()(pixel_values=PIXELS).logits
+        )
+
+
 def test_a_failed_upload_is_retried_and_reported(tiny_splits, tmp_path, caplog):
     hub = FakeHub(fail_commits=1)
     with caplog.at_level(logging.WARNING, logger="hf_vitcl.hub"):

@@ -62,3 +62,21 @@ def test_the_closed_form_loading_example_runs_on_a_run_folder(six_class_splits, 
     exec(blocks(README.split("\n### Pretrained ViTs")[1].split("\n## ", 1)[0], "python")[0], namespace)
     assert namespace["logits"].shape == (1, 6)
     assert namespace["model"].config.closed_form_head["projection_dim"] == 16
+
+
+def test_the_prompt_loading_example_runs_on_a_run_folder(six_class_splits, tmp_path, monkeypatch):
+    """The prompt methods' snippet, on a tiny DualPrompt run in the folder it names."""
+    from hf_vitcl.methods import DualPromptMethodConfig, DualPromptTrainer
+
+    run = tmp_path / "runs" / "pretrained" / "split-digits-dualprompt"
+    stream = TaskStream(*six_class_splits, n_tasks=3, seed=3, augmentation=Augmentation(0, False))
+    config = DualPromptMethodConfig(g_layers=[0], e_layers=[1], e_length=3)
+    DualPromptTrainer(
+        model=tiny_vit(), args=tiny_args(run), method_config=config, processing_class=tiny_processor()
+    ).fit(stream)
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    text = README.split("\n### Pretrained ViTs: prompts")[1].split("\n## ", 1)[0]
+    exec(blocks(text, "python")[0], namespace)
+    assert namespace["logits"].shape == (2, 6)
+    assert list(namespace["same"].config.id2label.values()) == stream.class_names

@@ -148,8 +148,10 @@ class ContinualResult:
         for key in ("final_accuracy", "average_incremental_accuracy", "forgetting", "bwt", "plasticity"):
             agnostic = f"{metrics['task_agnostic'][key]:.2f}" if "task_agnostic" in metrics else "n/a"
             lines.append(f"{key:<30}{metrics['task_aware'][key]:>14.2f}{agnostic:>16}")
-        for added in self.info.get("task_additions", []):
-            lines.append(
-                f"{added['adapter']}: {added['parameters']:,} parameters, {added['bytes']:,} bytes saved"
+        for task, added in enumerate(self.info.get("task_additions", [])):
+            figures = (
+                f"{value:,} {key.replace('_', ' ')}" if isinstance(value, int) else f"{key} {value}"
+                for key, value in added.items()
             )
+            lines.append(f"added by task {task + 1}: {', '.join(figures)}")
         return "\n".join(lines)
