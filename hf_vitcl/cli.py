@@ -188,7 +188,7 @@ def described_options(names: list[str], options, prefix: str = "") -> str:
 def parse_args(argv: list[str] | None = None):
     """(run, model, data, training, method config) dataclasses from `argv` and an optional YAML file."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    first = argparse.ArgumentParser(add_help=False)
+    first = argparse.ArgumentParser(add_help=False, allow_abbrev=False)  # SI's --c is not --config
     first.add_argument("--method")
     first.add_argument("--config")
     known, _ = first.parse_known_args(argv)

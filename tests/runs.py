@@ -13,9 +13,9 @@ from hf_vitcl import ContinualPlugin
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
-# What differs between two runs of the same command: timings, the resumed run's record of its restarts,
-# and the command line (sys.argv: the test runner's for the runs made in this process).
-NOT_COMPARED = {"task_seconds", "wall_seconds", "resumed", "command"}
+# What differs between two runs of the same command: timings and memory, the resumed run's record of its
+# restarts, and the command line (sys.argv: the test runner's for the runs made in this process).
+NOT_COMPARED = {"task_seconds", "peak_memory_mb", "wall_seconds", "resumed", "command"}
 
 
 def command(folder, output_dir, *flags, n_tasks=3, max_steps=4) -> list[str]:

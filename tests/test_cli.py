@@ -294,3 +294,9 @@ def test_the_same_command_gives_the_same_results_and_records_how_to_rerun(tiny_f
     assert first["run_config"]["data"]["crop_padding"] == 2
     assert first["run_config"]["model"]["model"] == "micro"
     assert first["stream"]["fingerprints"]["train"] and first["versions"]["datasets"]
+
+
+def test_a_method_option_that_prefixes_config_is_not_taken_for_it():
+    """SI's `--c` once went to the first parser's `--config` (argparse abbreviations)."""
+    _, _, _, _, method_config = parse_args(["--method", "si", "--c", "0.5"])
+    assert method_config.c == 0.5

@@ -314,8 +314,8 @@ def test_the_backbone_stays_bit_identical_and_each_checkpoint_reloads_with_the_s
         first = load_task_model(tmp_path, 0)(pixel_values=batch).logits
     assert first.shape == (len(batch), 2) and expected.shape == (len(batch), 6)
     additions = result.info["task_additions"]
-    assert [a["saved_parameters"] for a in additions] == sorted(a["saved_parameters"] for a in additions)
-    assert all(a["bytes"] == 4 * a["saved_parameters"] for a in additions)
+    assert [a["adapter_parameters"] for a in additions] == sorted(a["adapter_parameters"] for a in additions)
+    assert all(a["adapter_bytes"] == 4 * a["adapter_parameters"] for a in additions)
 
 
 @pytest.mark.parametrize("method", ["dualprompt", "coda_prompt"])

@@ -133,7 +133,8 @@ class PromptTrainer(ContinualTrainer):
         return {"format": "prompt_adapter", "base": BASE_DIR}
 
     def task_additions(self, task: Task) -> dict:
-        """Entries the task trained, and entries and bytes of the adapter saved after it."""
+        """Entries the task trained, and entries and bytes of the whole adapter saved after it (its pool, the
+        earlier tasks' prompts and the head included)."""
         saved = get_peft_model_state_dict(self.model, adapter_name=ADAPTER_NAME)
         layer, _ = prompt_layers(self.model)
         frozen = layer.frozen_rows(ADAPTER_NAME)
@@ -144,8 +145,8 @@ class PromptTrainer(ContinualTrainer):
         )
         return {
             "trained_parameters": trained,
-            "saved_parameters": sum(tensor.numel() for tensor in saved.values()),
-            "bytes": sum(tensor.numel() * tensor.element_size() for tensor in saved.values()),
+            "adapter_parameters": sum(tensor.numel() for tensor in saved.values()),
+            "adapter_bytes": sum(tensor.numel() * tensor.element_size() for tensor in saved.values()),
         }
 
     def check(self, stream: TaskStream) -> None:

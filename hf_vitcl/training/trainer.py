@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
+import torch
 import torch.nn.functional as F
 from huggingface_hub import HfApi
 from peft import PeftModel
@@ -48,6 +50,19 @@ from hf_vitcl.training.arguments import ContinualTrainingArguments, MethodConfig
 from hf_vitcl.training.hooks import MethodHooks
 from hf_vitcl.training.optimization import StepScaler, scaled_parameter_groups
 from hf_vitcl.training.plugins import ContinualPlugin, plugin_from_path
+
+
+def peak_memory_mb(device: torch.device) -> float | None:
+    """The peak memory (MiB): on a GPU, CUDA's peak allocated since the task began; on a CPU, the process's
+    peak resident set so far (Linux and macOS; None where `resource` is missing)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # bytes on macOS, KiB on Linux
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
 
 
 class _TaskLoopCallback(TrainerCallback):
@@ -217,6 +232,8 @@ class ContinualTrainer(MethodHooks, Trainer):
         """Train `task`, then evaluate every task so far into `result`. With `resuming`, training continues
         from the task's last complete Trainer checkpoint, if there is one."""
         task_started = time.perf_counter()
+        if self.args.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.args.device)
         # Each phase's randomness (new head rows, augmentation, dropout; then the end-of-task passes) comes
         # from (seed, task, phase), not from how the earlier ones ran: a resumed run repeats it.
         set_seed(resume.phase_seed(self.args.seed, task.index, 0))
@@ -255,6 +272,7 @@ class ContinualTrainer(MethodHooks, Trainer):
             if value is not None:
                 result.info.setdefault(key, []).append(value)
         result.info["task_seconds"].append(time.perf_counter() - task_started)
+        result.info.setdefault("peak_memory_mb", []).append(peak_memory_mb(self.args.device))
 
     def evaluate_seen_tasks(self, last: int) -> tuple[list[float], list[float], list[int]]:
         """Task-aware and task-agnostic accuracy (%) on the test sets of tasks 0..last, and their sizes."""
