@@ -160,7 +160,6 @@ class Row:
     """A variant's figures over its seeds."""
 
     variant: str
-    method: str
     seeds: list[int]
     metrics: dict[str, list[float]]  # "<matrix>.<metric>" -> one value per seed
     train_seconds: list[float]
@@ -181,7 +180,6 @@ def summarise(runs: list[Run], variant: str) -> Row:
     additions = [per_task_additions(run.results.get("task_additions") or []) for run in mine]
     return Row(
         variant=variant,
-        method=mine[0].results["method"],
         seeds=[run.seed for run in mine],
         metrics=metrics,
         train_seconds=[sum(run.results["task_seconds"]) for run in mine],
