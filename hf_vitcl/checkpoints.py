@@ -94,7 +94,7 @@ def load_task_model(source: str | os.PathLike, task_index: int, **kwargs):
         location, location_kwargs = Path(source) / task_name(task_index), {}
     else:
         location, location_kwargs = source, {"revision": task_name(task_index)}
-    if _prompt_adapter_type(source, task_index) is not None:
+    if _is_prompt_adapter(source, task_index):
         return _load_prompt_adapter(source, task_index, location, location_kwargs, **kwargs)
     verbosity = transformers_logging.get_verbosity()
     transformers_logging.set_verbosity_error()  # a closed-form head's backbone has no `classifier` weights
@@ -114,24 +114,24 @@ def load_task_model(source: str | os.PathLike, task_index: int, **kwargs):
     return model
 
 
-def _prompt_adapter_type(source: str | os.PathLike, task_index: int) -> str | None:
-    """The PEFT type of the checkpoint after `task_index` if it is a prompt adapter, else None."""
+def _is_prompt_adapter(source: str | os.PathLike, task_index: int) -> bool:
+    """Whether the checkpoint after `task_index` is a prompt adapter (a task adapter is refused)."""
     if _is_folder(source):
         config_file = Path(source) / task_name(task_index) / ADAPTER_CONFIG_FILE
         if not config_file.is_file():
-            return None
+            return False
     else:
         try:
             config_file = hf_hub_download(str(source), ADAPTER_CONFIG_FILE, revision=task_name(task_index))
         except EntryNotFoundError:
-            return None
+            return False
     peft_type = json.loads(Path(config_file).read_text()).get("peft_type")
     if peft_type not in PROMPT_ADAPTERS:
         raise ConfigError(
             f"source '{source}': task-{task_index} is a {peft_type} task adapter, one per task with its own "
             "head: load the run with load_task_adapters"
         )
-    return peft_type
+    return True
 
 
 def _load_prompt_adapter(source, task_index: int, location, location_kwargs: dict, **kwargs):

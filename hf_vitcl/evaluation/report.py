@@ -92,7 +92,7 @@ class Run:
             "tasks": len(info["stream"]["task_classes"]),
             "data fingerprints": info["stream"].get("fingerprints"),
             "world_size": info["world_size"],
-            "model": (config.get("model") or {}).get("model", info["model"]["name_or_path"]),
+            "model name_or_path": info["model"]["name_or_path"],
         }
         setup.update({f"model.{key}": value for key, value in (config.get("model") or {}).items()})
         setup.update({f"data.{key}": value for key, value in data.items()})
