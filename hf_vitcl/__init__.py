@@ -3,7 +3,7 @@
 from hf_vitcl import adapters, attention
 from hf_vitcl.checkpoints import TaskAdapterModel, load_task_adapters, load_task_model
 from hf_vitcl.data import BENCHMARKS, Augmentation, Task, TaskStream
-from hf_vitcl.errors import ConfigError, HubAccessError
+from hf_vitcl.errors import ConfigError, DivergenceError, HubAccessError
 from hf_vitcl.evaluation.results import ContinualResult
 from hf_vitcl.hub import push_run
 from hf_vitcl.methods import METHODS, FinetuneTrainer, JointTrainer, get_method, register_method
@@ -20,6 +20,7 @@ __all__ = [
     "METHODS",
     "Augmentation",
     "ConfigError",
+    "DivergenceError",
     "ContinualPlugin",
     "ContinualResult",
     "ContinualTrainer",

@@ -11,6 +11,8 @@
       run_state/task-<t>.safetensors   what the method and the plugins carry to task t + 1
       task-<t>-checkpoints/         the Trainer's checkpoints inside task t (save_strategy steps), removed
                                     once the task is done
+      .lock                         held by the run writing into the folder: one run at a time
+      .overwritten/                 the run that overwrite_results replaces, until the new run saves a task
 
 `load_task_model(source, t)` loads the whole model after task t (a prompt adapter on its base included),
 `load_task_adapters(source)` every task's adapter of a task-incremental run in one model; `source` is a run's
@@ -47,6 +49,9 @@ RUN_STATE_DIR = "run_state"
 IN_TASK_STATE_FILE = "in_task_state.safetensors"  # written last into each Trainer checkpoint inside a task
 ADAPTER_CONFIG_FILE = "adapter_config.json"
 TASK_NAME = re.compile(r"task-(\d+)")
+TASK_CHECKPOINTS_NAME = re.compile(r"task-(\d+)-checkpoints")
+LOCK_FILE = ".lock"  # held by the run writing into the folder (`hf_vitcl.training.resume.claim_output_dir`)
+OVERWRITTEN_DIR = ".overwritten"  # the run that overwrite_results replaces, until the new one saves a task
 
 
 def task_name(task_index: int) -> str:
@@ -69,6 +74,14 @@ def run_state_path(output_dir: str | os.PathLike, task_index: int) -> str:
 def training_checkpoints_dir(output_dir: str | os.PathLike, task_index: int) -> str:
     """Where the Trainer's checkpoints inside task `task_index` go."""
     return os.path.join(output_dir, f"{task_name(task_index)}-checkpoints")
+
+
+def run_entries(output_dir: str | os.PathLike) -> list[str]:
+    """The names in `output_dir` that a run writes, results.json first (nothing else there is touched)."""
+    names = set(os.listdir(output_dir))
+    fixed = [RESULTS_FILE, PLOT_FILE, DISTANCE_PLOT_FILE, DRIFT_PLOT_FILE, BASE_DIR, RUN_STATE_DIR]
+    tasks = sorted(n for n in names if TASK_NAME.fullmatch(n) or TASK_CHECKPOINTS_NAME.fullmatch(n))
+    return [name for name in fixed if name in names] + tasks
 
 
 def load_saved_weights(model: nn.Module, folder: str | os.PathLike) -> None:

@@ -14,15 +14,15 @@ import os
 import sys
 from dataclasses import asdict, dataclass, field
 
-import yaml
 from transformers import HfArgumentParser, set_seed
 
 from hf_vitcl.attention.lpa import apply_lpa
 from hf_vitcl.data import BENCHMARKS, Augmentation, Benchmark, DomainStream, TaskStream, get_benchmark
-from hf_vitcl.errors import ConfigError
+from hf_vitcl.errors import ConfigError, DivergenceError
 from hf_vitcl.evaluation.results import ContinualResult
 from hf_vitcl.methods import get_method
 from hf_vitcl.models import SIZES, ViTShape, load_model
+from hf_vitcl.suites import load_yaml
 from hf_vitcl.training.arguments import ContinualTrainingArguments
 
 DEFAULT_BENCHMARK = "split-digits"
@@ -143,12 +143,9 @@ class DataArguments:
 
 
 def yaml_defaults(path: str) -> dict:
-    """The options a YAML `--config` file sets, a `ConfigError` naming the file if it cannot be read."""
-    try:
-        with open(path) as handle:
-            values = yaml.safe_load(handle) or {}
-    except OSError as err:
-        raise ConfigError(f"config: cannot read '{path}' ({err.strerror})") from err
+    """The options a YAML `--config` file sets; a one-line `ConfigError` naming the file if it cannot be read,
+    is not valid YAML (with the line and column) or sets an option twice (`hf_vitcl.suites.load_yaml`)."""
+    values = load_yaml(path, f"config: '{path}'") or {}
     if not isinstance(values, dict):
         raise ConfigError(f"config: '{path}' must hold a mapping of option: value")
     return values
@@ -231,11 +228,16 @@ def parse_args(argv: list[str] | None = None):
     return run, model_args, data_args, training_args, method_config
 
 
-def _class_values(values: list[str] | None) -> list | None:
-    """Command-line class values are strings; integer-looking ones are label ids."""
-    if values is None:
-        return None
-    return [int(v) if str(v).lstrip("-").isdigit() else v for v in values]
+def _class_values(values: list | None) -> list | None:
+    """The class order as given (strings from the command line, strings or integers from YAML), for
+    `TaskStream` to match against the dataset's labels; a `ConfigError` unless it is a list of those."""
+    if values is not None and not (
+        isinstance(values, list) and all(isinstance(value, (str, int)) for value in values)
+    ):
+        raise ConfigError(
+            f"class_order={values!r} must be a list of label values or class names, e.g. [3, 1, 0, 2]"
+        )
+    return values
 
 
 def _augmentation(data: DataArguments, benchmark: Benchmark | None) -> Augmentation:
@@ -370,8 +372,9 @@ def run(argv: list[str] | None = None) -> ContinualResult:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`run`, with configuration errors reported on one line (exit status 2) instead of a traceback."""
+    """`run`, with a configuration error or a diverged run reported on one line (exit status 1) instead of a
+    traceback."""
     try:
         run(argv)
-    except ConfigError as err:
+    except (ConfigError, DivergenceError) as err:
         sys.exit(f"hf_vitcl: error: {err}")

@@ -13,3 +13,8 @@ class HubAccessError(ConfigError):
             f"{kind} '{name}' is neither a local path nor reachable on the Hub "
             "(offline or no network): pass a local path, or allow Hub access (unset HF_HUB_OFFLINE)"
         )
+
+
+class DivergenceError(RuntimeError):
+    """Training produced a non-finite loss, gradient or weight: the run stops before anything of the task is
+    saved, so every checkpoint and result on disk comes from finite weights."""

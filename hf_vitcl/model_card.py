@@ -127,7 +127,7 @@ def render_task_card(result: ContinualResult, task_index: int, repo_id: str | No
             for name in METRIC_NAMES
         ],
         method_config=yaml.safe_dump(to_jsonable(info["method_config"]) or {}, sort_keys=False).strip(),
-        command=shlex.join(["accelerate", "launch", "recipes/train.py", *info["command"][1:]]),
+        command=shlex.join(["accelerate", "launch", "-q", "recipes/train.py", *info["command"][1:]]),
         checkpoint=checkpoint,
         adapter_name=task_name(task_index),
         load=loading_arguments(task_index, checkpoint, repo_id),

@@ -15,7 +15,8 @@ identified by name, results written where the report finds them.
       ewc: {method: ewc, lamb: 5000}
 
 Run `<variant>` with seed `s` goes to `<output_dir>/<variant>/seed<s>`, with `run_name` = the variant's name;
-the suite's file is copied to `<output_dir>/suite.yaml`.
+the suite's file is copied to `<output_dir>/suite.yaml`. Suites and `--config` files are read by `load_yaml`,
+which refuses a key given twice.
 A run whose results.json holds every task is complete and skipped; any other is started with `--resume`, which
 continues an interrupted run from its last task (or Trainer checkpoint) and starts a new one. The runs are
 ordered seed by seed (every variant of the first seed, then the next), so a suite stopped early still has
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Hashable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +39,49 @@ from hf_vitcl.errors import ConfigError
 SUITE_FILE = "suite.yaml"  # the suite's copy in its output folder
 SUITE_KEYS = {"name", "description", "baseline", "seeds", "options", "variants"}
 RESERVED = {"seed", "output_dir", "run_name", "resume", "config"}  # the suite sets these for each run
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` refusing a key given twice in one mapping, which PyYAML takes as its last value.
+    (Keys merged in with `<<` may still be overridden.)"""
+
+    def construct_mapping(self, node, deep=False):
+        lines = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, Hashable) and key in lines:
+                raise yaml.constructor.ConstructorError(
+                    problem=f"key {key!r} given twice (first on line {lines[key]}): keep one",
+                    problem_mark=key_node.start_mark,
+                )
+            lines[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(path: str | Path, where: str):
+    """The YAML document in the file `path`, read with `UniqueKeyLoader`; a one-line `ConfigError` starting
+    with `where` if the file cannot be read or is not valid YAML, naming the line and column at fault."""
+    try:
+        return yaml.load(Path(path).read_bytes(), Loader=UniqueKeyLoader)
+    except OSError as err:
+        raise ConfigError(f"{where} cannot be read ({err.strerror})") from None
+    except yaml.MarkedYAMLError as err:
+        context = err.context or ""
+        if err.context_mark is not None:
+            context += f" started at {_position(err.context_mark)}"
+        raise ConfigError(
+            f"{where} is not valid YAML: {_position(err.problem_mark)}: {err.problem}"
+            + (f" ({context})" if context else "")
+        ) from None
+    except yaml.YAMLError as err:  # bytes that are not text
+        raise ConfigError(f"{where} is not valid YAML: {' '.join(str(err).split())}") from None
+
+
+def _position(mark) -> str:
+    """Where a YAML error mark points, 1-based as editors count."""
+    return f"line {mark.line + 1}, column {mark.column + 1}"
 
 
 @dataclass(frozen=True)
@@ -78,11 +123,9 @@ class Suite:
 
     @classmethod
     def load(cls, path: str | Path) -> Suite:
-        """The suite in the YAML file `path`; a `ConfigError` names a missing or invalid field."""
-        try:
-            data = yaml.safe_load(Path(path).read_text())
-        except (OSError, yaml.YAMLError) as err:
-            raise ConfigError(f"suite '{path}' cannot be read: {err}") from None
+        """The suite in the YAML file `path`; a `ConfigError` names a missing or invalid field, or the line
+        and column where the file is not valid YAML (`load_yaml`)."""
+        data = load_yaml(path, f"suite '{path}'")
         if not isinstance(data, dict):
             raise ConfigError(f"suite '{path}': a mapping with {', '.join(sorted(SUITE_KEYS))} expected")
         unknown = set(data) - SUITE_KEYS

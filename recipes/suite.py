@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
         output_dir.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(options.suite, output_dir / SUITE_FILE)
     if options.num_processes > 1:
-        launcher = ["accelerate", "launch", f"--num_processes={options.num_processes}", TRAIN]
+        launcher = ["accelerate", "launch", "-q", f"--num_processes={options.num_processes}", TRAIN]
     else:
         launcher = [sys.executable, TRAIN]
 

@@ -12,6 +12,7 @@ Points:
     task checkpoint          while the task's checkpoint task-<t>/ is written (its weights half on disk)
     outputs                  between the task's checkpoint and its run state (so results.json is not written)
     evaluation               when the evaluation of the tasks so far begins
+    after results            just after the task's results.json is written (before its Hub push)
 """
 
 import json
@@ -24,6 +25,7 @@ import transformers.modeling_utils
 
 from hf_vitcl.checkpoints import IN_TASK_STATE_FILE, task_name
 from hf_vitcl.cli import main
+from hf_vitcl.evaluation.results import ContinualResult
 from hf_vitcl.training import resume
 from hf_vitcl.training.trainer import ContinualTrainer
 
@@ -74,6 +76,12 @@ def save_weights(original, tensors, path, *args, **kwargs):
     return result
 
 
+def save_result(original, self, path):
+    original(self, path)
+    if kill_at["point"] == "after results" and self.tasks_done == kill_at["task"] + 1:
+        kill()
+
+
 def run_child(request: dict) -> None:
     """In the forked child: the run, its output in the request's log; never returns."""
     log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
@@ -105,6 +113,7 @@ def serve() -> None:
 
 patch(ContinualTrainer, "training_step", training_step)
 patch(ContinualTrainer, "evaluate_seen_tasks", evaluate_seen_tasks)
+patch(ContinualResult, "save", save_result)
 patch(resume, "save_state", save_state)
 patch(transformers.modeling_utils, "safe_save_file", save_weights)
 if __name__ == "__main__":

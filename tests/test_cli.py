@@ -145,6 +145,17 @@ def test_hub_id_offline_fails_at_once_with_one_line(flag, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
+def test_an_error_under_accelerate_launch_quiet_is_the_last_line(tmp_path):
+    """The README's `accelerate launch -q`: no CalledProcessError traceback after the run's own line."""
+    args = [sys.executable, "-m", "accelerate.commands.launch", "-q", "--num_processes", "1"]
+    args += [str(REPO / "recipes" / "train.py"), "--seed", "-1", "--output_dir", str(tmp_path / "run")]
+    finished = subprocess.run(args, capture_output=True, text=True, env=subprocess_env(tmp_path), timeout=300)
+    assert finished.returncode == 1 and "Traceback" not in finished.stderr, finished.stderr
+    assert finished.stderr.strip().splitlines()[-1] == "hf_vitcl: error: seed=-1 must be 0 or positive"
+    assert not (tmp_path / "run").exists()
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

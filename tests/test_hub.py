@@ -24,6 +24,7 @@ from hf_vitcl.evaluation.results import ContinualResult
 from hf_vitcl.hub import TaskPusher, write_task_cards
 from hf_vitcl.methods import METHODS
 from hf_vitcl.model_card import render_task_card
+from hf_vitcl.plugins import HubPush
 
 REPO = "someone/split-tiny"
 MODEL_FILES = {"config.json", "model.safetensors", "preprocessor_config.json", "README.md", "accuracy.png"}
@@ -240,6 +241,27 @@ def test_a_run_whose_uploads_all_fail_finishes_with_its_checkpoints_intact(tiny_
     assert (folder / "accuracy.png").read_bytes() == later.branches["task-1"]["accuracy.png"]
     with pytest.raises(ConfigError, match=r"tasks: \[2\] are not among the run's 2 tasks done"):
         push_run(tmp_path, REPO, tasks=[2], api=FakeHub())
+
+
+def test_a_push_lost_after_its_tasks_results_json_is_made_on_resume(tiny_splits, tmp_path, monkeypatch):
+    """A run stopped right after task 1's results.json, before its push: the resume pushes task 1 (task 0's
+    push was recorded) and results.json lists each task's push once."""
+    push = HubPush.on_save
+
+    def stopped_before_the_push_of_task_1(self, trainer, task, result):
+        if task.index == 1:
+            raise KeyboardInterrupt
+        push(self, trainer, task, result)
+
+    monkeypatch.setattr(HubPush, "on_save", stopped_before_the_push_of_task_1)
+    with pytest.raises(KeyboardInterrupt):
+        fit(tiny_splits, tmp_path, FakeHub())
+    assert json.loads((tmp_path / "results.json").read_text())["tasks_done"] == 2
+    monkeypatch.setattr(HubPush, "on_save", push)
+    fit(tiny_splits, tmp_path, resumed := FakeHub(), resume=True)
+    assert "task-0" not in resumed.branches and resumed.pushed("task-1") == MODEL_FILES
+    pushes = json.loads((tmp_path / "results.json").read_text())["hub"]["pushes"]
+    assert [(p["task"], p["error"]) for p in pushes] == [(0, None), (1, None)]
 
 
 def test_a_push_removes_the_files_of_an_earlier_checkpoint(tmp_path):

@@ -29,8 +29,8 @@ def test_the_worked_example_is_the_tested_method_and_its_command_parses(monkeypa
     assert blocks(text, "python")[0] == (Path(__file__).parent / "l2_previous.py").read_text()
     (command,) = blocks(text, "bash")
     words = shlex.split(command)
-    assert words[:4] == ["PYTHONPATH=tests", "accelerate", "launch", "recipes/train.py"]
-    argv = words[4:]
+    assert words[:5] == ["PYTHONPATH=tests", "accelerate", "launch", "-q", "recipes/train.py"]
+    argv = words[5:]
     run, *_, method_config = parse_args(argv)
     assert run.method == "l2_previous.L2PreviousTrainer" and method_config.lamb == 0.01
 

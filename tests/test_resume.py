@@ -72,7 +72,7 @@ def test_a_truncated_checkpoint_or_another_command_is_refused_on_resume(tiny_fol
     assert weights.read_bytes() == before
     with pytest.raises(SystemExit) as exit_info:
         main([*args, "--resume", "--method", "ewc"])
-    assert "holds a run that differs from this one in method, method_config" in str(exit_info.value)
+    assert "holds a run made with other options: method 'finetune' (now 'ewc')" in str(exit_info.value)
     weights.write_bytes(before[: len(before) // 2])
     with pytest.raises(SystemExit) as exit_info:
         main([*args, "--resume"])

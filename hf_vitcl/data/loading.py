@@ -3,14 +3,15 @@
 `load_splits` checks the split names, carves a stratified test split from the training split when the
 dataset has none (`test_fraction`, in memory only), and reshards a streamed split of few parquet files by
 row group, so that every DataLoader worker gets shards to read (`reshard_by_row_group`). `detect_columns`
-names the image and label columns.
+names the image and label columns and checks that their types fit.
 """
 
 from __future__ import annotations
 
 import os
+import re
 
-from datasets import ClassLabel, Dataset, IterableDataset, load_dataset
+from datasets import ClassLabel, Dataset, IterableDataset, Value, load_dataset
 from datasets import Image as ImageFeature
 
 from hf_vitcl.errors import ConfigError, HubAccessError
@@ -21,25 +22,70 @@ LABEL_COLUMNS = ("label", "fine_label", "labels")
 RESHARD_BELOW_SHARDS = 64
 
 
+def holds_images(feature) -> bool:
+    """Whether a column holds images: an `Image` feature, or the {'bytes', 'path'} struct of one stored
+    without `datasets`' metadata."""
+    return isinstance(feature, ImageFeature) or (
+        isinstance(feature, dict) and set(feature) == {"bytes", "path"}
+    )
+
+
+def holds_labels(feature) -> bool:
+    """Whether a column can hold class labels: a `ClassLabel`, or integer, string or boolean values."""
+    dtype = feature.dtype if isinstance(feature, Value) else ""
+    return (
+        isinstance(feature, ClassLabel)
+        or dtype in ("bool", "string", "large_string")
+        or dtype.startswith(("int", "uint"))
+    )
+
+
+def type_name(feature) -> str:
+    """A column's type as errors name it: `Value('int64')`, `ClassLabel`, `Image`, `dict` (a struct)..."""
+    return f"Value('{feature.dtype}')" if isinstance(feature, Value) else type(feature).__name__
+
+
+# Per column option: the names auto-detection looks for, whether a feature fits, the type it falls back to
+# and what the column holds.
+COLUMN_KINDS = {
+    "image_column": (IMAGE_COLUMNS, holds_images, ImageFeature, "images (an Image feature)"),
+    "label_column": (
+        LABEL_COLUMNS,
+        holds_labels,
+        ClassLabel,
+        "class labels (a ClassLabel, integers, strings or booleans)",
+    ),
+}
+
+
 def detect_columns(features, image_column: str | None, label_column: str | None) -> tuple[str, str]:
-    """Image and label column names: checked when given, else `img`/`image` and `label`/`fine_label`."""
+    """Image and label column names: checked to exist and to be of a type that fits when given, else the
+    first of `img`/`image` and `label`/`fine_label`/`labels` that fits, else the first `Image` and
+    `ClassLabel` feature. Nothing is checked when the dataset declares no features (a generator's)."""
     if features is None:
         if image_column and label_column:
             return image_column, label_column
         raise ConfigError("the dataset declares no features: name image_column and label_column")
     columns = list(features)
 
-    def pick(given, field_name, candidates, feature_type):
+    def pick(given, field_name):
+        candidates, fits, feature_type, kind = COLUMN_KINDS[field_name]
+        fitting = [name for name, feature in features.items() if fits(feature)]
         if given is not None:
             if given not in features:
                 raise ConfigError(
                     f"{field_name}='{given}' is not a column of the dataset; columns: {columns}"
                 )
+            if given not in fitting:
+                raise ConfigError(
+                    f"{field_name}='{given}' is a column of type {type_name(features[given])}, which cannot "
+                    f"hold {kind}; columns that fit: {fitting}"
+                )
             return given
         for name in candidates:
-            if name in features:
+            if name in fitting:
                 return name
-        typed = [name for name, feature in features.items() if isinstance(feature, feature_type)]
+        typed = [name for name in fitting if isinstance(features[name], feature_type)]
         if typed:
             return typed[0]
         raise ConfigError(
@@ -47,10 +93,7 @@ def detect_columns(features, image_column: str | None, label_column: str | None)
             f"{feature_type.__name__} feature): name it with {field_name}"
         )
 
-    return (
-        pick(image_column, "image_column", IMAGE_COLUMNS, ImageFeature),
-        pick(label_column, "label_column", LABEL_COLUMNS, ClassLabel),
-    )
+    return pick(image_column, "image_column"), pick(label_column, "label_column")
 
 
 def load_image_dataset(path: str, *, streaming: bool = False, revision: str | None = None, config_name=None):
@@ -59,6 +102,13 @@ def load_image_dataset(path: str, *, streaming: bool = False, revision: str | No
         return load_dataset(path, config_name, revision=revision, streaming=streaming)
     except ConnectionError as err:  # includes HF_HUB_OFFLINE=1
         raise HubAccessError("dataset", path) from err
+    except ValueError as err:  # `datasets` cannot load a split of no rows
+        empty = re.fullmatch(r'Instruction "(.+)" corresponds to no data!', str(err))
+        if empty is None:
+            raise
+        raise ConfigError(
+            f"the {empty[1]} split of '{path}' has no rows: a stream needs train and test images"
+        ) from err
     except FileNotFoundError as err:
         where = "local folder" if os.path.exists(path) else "local path or Hub dataset"
         raise ConfigError(f"dataset '{path}': no such {where} with image data ({err})") from err

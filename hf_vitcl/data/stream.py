@@ -16,18 +16,22 @@ The image column is read undecoded (`Image(decode=False)`) and only decoded by t
 that uses it, so cutting a task never decodes an image of another class. Domain-incremental streams:
 `TaskStream.from_domains` (`hf_vitcl.data.domains`).
 
-Bad data: labels outside the stream's classes are an error (in memory when the stream is built, streamed
-when the row is read). An image that cannot be decoded is an error naming its split and label, or, with
-`corrupt_images="skip"`, left out, logged and counted in `skipped_images` ({split: count}, also in
-`describe()`). In memory the skip is decided once, by decoding every image when the stream is built (about
-10 s for CIFAR-10's 60,000 images on this project's CPU), so every reader sees the same rows: the Trainer
-and its workers, the exemplar memory, `describe()`'s task sizes. Streamed, the image is left out when it
-is read, and counted in the main process only (see `CorruptImages`). A skipped test image is left out of
-the accuracy: the test sizes recorded with the results are the images evaluated.
+Bad data: a stream needs at least 2 classes, and columns of a type that fits (`detect_columns`). Labels
+outside the stream's classes are an error (in memory when the stream is built, streamed when the row is
+read). In memory, an empty split and a class without training images are errors, as is a task without test
+images; a class without test images is logged (its accuracy cannot be measured). An image that cannot be
+decoded is an error naming its split and label, or, with `corrupt_images="skip"`, left out, logged and
+counted in `skipped_images` ({split: count}, also in `describe()`). In memory the skip is decided once, by
+decoding every image when the stream is built (about 10 s for CIFAR-10's 60,000 images on this project's
+CPU), so every reader sees the same rows: the Trainer and its workers, the exemplar memory, `describe()`'s
+task sizes. Streamed, the image is left out when it is read, and counted in the main process only (see
+`CorruptImages`). A skipped test image is left out of the accuracy: the test sizes recorded with the
+results are the images evaluated.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -53,6 +57,7 @@ from hf_vitcl.errors import ConfigError
 if TYPE_CHECKING:
     from hf_vitcl.data.domains import DomainStream
 
+logger = logging.getLogger(__name__)
 SCENARIOS = ("class-incremental", "task-incremental")
 
 
@@ -100,6 +105,22 @@ def split_classes(
             f"after the first task of {first} (of {num_classes} classes)"
         )
     return [first] + [classes_per_task] * (rest // classes_per_task)
+
+
+def class_value(value, label_feature):
+    """A class-order value (a string from the command line, a string or an integer from YAML) as a label of
+    a column of type `label_feature`: a string for string labels; for integer labels (a ClassLabel's ids or
+    integer values) a digit string is an id, and a ClassLabel also takes a class name. Anything else is left
+    as it is, for `resolve_class_order` to refuse."""
+    dtype = getattr(label_feature, "dtype", "")
+    if dtype in ("string", "large_string"):
+        return str(value)
+    if isinstance(value, str) and dtype.startswith(("int", "uint")):
+        if value.lstrip("-").isdigit():
+            return int(value)
+        if isinstance(label_feature, ClassLabel) and value in label_feature.names:
+            return label_feature.str2int(value)
+    return value
 
 
 def resolve_class_order(classes: Sequence, class_order: Sequence | None = None, seed: int | None = 0) -> list:
@@ -275,6 +296,14 @@ class TaskStream(TaskSequence):
         self.shuffle_buffer_size = shuffle_buffer_size
         self.image_column, self.label_column = detect_columns(train.features, image_column, label_column)
         label_feature = (train.features or {}).get(self.label_column)
+        if class_order is not None:
+            class_order = [class_value(value, label_feature) for value in class_order]
+        if not self.streaming:
+            for split, dataset in (("train", train), ("test", test)):
+                if not len(dataset):
+                    raise ConfigError(
+                        f"{self._where(split)} has no rows: a stream needs train and test images"
+                    )
 
         if isinstance(label_feature, ClassLabel):
             classes = list(range(label_feature.num_classes))
@@ -293,6 +322,11 @@ class TaskStream(TaskSequence):
             self.class_names = [label_feature.int2str(int(c)) for c in self.class_order]
         else:
             self.class_names = [str(c) for c in self.class_order]
+        if len(self.class_order) < 2:
+            raise ConfigError(
+                f"the stream's classes are {self.class_names} (in '{self.label_column}'): at least 2 are "
+                "needed (with one, the classifier's loss is always 0)"
+            )
 
         sizes = split_classes(len(self.class_order), n_tasks, classes_per_task, initial_classes)
         bounds = np.cumsum([0, *sizes])
@@ -316,12 +350,7 @@ class TaskStream(TaskSequence):
                         f"in '{self.label_column}' "
                         "that are not among the stream's classes"
                     )
-            for task in self.tasks:
-                for split, labels in self._split_labels.items():
-                    if not np.isin(labels, task.classes).any():
-                        raise ConfigError(
-                            f"task {task.index} has no {split} examples (classes {task.classes})"
-                        )
+            self._check_classes_have_images()
 
     # construction from a path, a Hub id, a named benchmark or several one-task streams
 
@@ -466,6 +495,36 @@ class TaskStream(TaskSequence):
         return info
 
     # helpers
+
+    def _where(self, split: str) -> str:
+        """'the <split> split', with the stream's name if it has one, for messages."""
+        return f"the {split} split" + (f" of '{self.name}'" if self.name else "")
+
+    def _check_classes_have_images(self) -> None:
+        """A `ConfigError` naming the classes without training images, or a task without test images; a
+        warning naming the classes without test images (in-memory streams)."""
+        missing = {}
+        for split, labels in self._split_labels.items():
+            present = set(labels.tolist())
+            missing[split] = [
+                name for c, name in zip(self.class_order, self.class_names, strict=True) if c not in present
+            ]
+        if missing["train"]:
+            raise ConfigError(
+                f"classes {missing['train']} of '{self.label_column}' have no images in "
+                f"{self._where('train')}, so they can never be learned: every class needs training images "
+                "(add some, or drop the classes from the dataset)"
+            )
+        for task in self.tasks:
+            if not np.isin(self._split_labels["test"], task.classes).any():
+                raise ConfigError(f"task {task.index} has no test examples (classes {task.classes})")
+        if missing["test"]:
+            logger.warning(
+                "classes %s of '%s' have no images in %s: their accuracy cannot be measured",
+                missing["test"],
+                self.label_column,
+                self._where("test"),
+            )
 
     def _undecoded(self, dataset):
         if isinstance((dataset.features or {}).get(self.image_column), ImageFeature):

@@ -41,6 +41,7 @@ import copy
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -54,7 +55,7 @@ from hf_vitcl.errors import ConfigError
 from hf_vitcl.heads import ClassStatistics, GaussianAlignment, align_classifier
 from hf_vitcl.methods.registry import register_method
 from hf_vitcl.models import pre_logit_features
-from hf_vitcl.training.arguments import MethodConfig
+from hf_vitcl.training.arguments import NON_NEGATIVE, POSITIVE, MethodConfig
 from hf_vitcl.training.trainer import ContinualTrainer
 
 MASK_MODES = ("accumulated", "teacher")
@@ -171,6 +172,17 @@ class AttentionGradientMasker:
 
 @dataclass
 class ARCLConfig(MethodConfig):
+    ranges: ClassVar[dict[str, str]] = {
+        "qkv_lr_scale": POSITIVE,
+        "temperature": POSITIVE,
+        "ratio_limit": POSITIVE,
+        "threshold_sigma": POSITIVE,
+        "refine_epochs": POSITIVE,
+        "refine_samples": POSITIVE,
+        "refine_learning_rate": POSITIVE,
+        "refine_batch_size": POSITIVE,
+        "covariance_ridge": NON_NEGATIVE,
+    }
     mask_mode: str = field(
         default="accumulated",
         metadata={
@@ -186,7 +198,10 @@ class ARCLConfig(MethodConfig):
         },
     )
     qkv_lr_scale: float = field(
-        default=0.01, metadata={"help": "W_q, W_k, W_v train at learning_rate × this (paper: 1e-2 × 0.01)."}
+        default=0.01,
+        metadata={
+            "help": "W_q, W_k, W_v train at learning_rate × this (paper: 1e-2 × 0.01).",
+        },
     )
     temperature: float = field(default=30.0, metadata={"help": "Cross-entropy on logits / temperature."})
     ratio_limit: float = field(default=10.0, metadata={"help": "ρ = clamp(G̃/G, −limit, limit)."})
@@ -211,18 +226,11 @@ class ARCLConfig(MethodConfig):
     )
 
     def __post_init__(self):
+        super().__post_init__()
         if self.mask_mode not in MASK_MODES:
             raise ConfigError(f"mask_mode='{self.mask_mode}' is unknown; valid: {', '.join(MASK_MODES)}")
         if self.trainable not in TRAINABLE:
             raise ConfigError(f"trainable='{self.trainable}' is unknown; valid: {', '.join(TRAINABLE)}")
-        for name in ("qkv_lr_scale", "temperature", "ratio_limit", "threshold_sigma", "refine_learning_rate"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name}={getattr(self, name)} must be positive")
-        for name in ("refine_epochs", "refine_samples", "refine_batch_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name}={getattr(self, name)} must be at least 1")
-        if self.covariance_ridge < 0:
-            raise ConfigError(f"covariance_ridge={self.covariance_ridge} must be 0 or positive")
         if int(4 * self.threshold_sigma + 0.5) >= self.threshold_points:
             raise ConfigError(
                 f"threshold_points={self.threshold_points} must exceed the smoothing radius "

@@ -54,6 +54,7 @@ class ClosedFormConfig(MethodConfig):
     )
 
     def __post_init__(self):
+        super().__post_init__()
         if self.statistics_dtype not in STATISTICS_DTYPES:
             raise ConfigError(
                 f"statistics_dtype='{self.statistics_dtype}' is unknown; valid: "

@@ -11,18 +11,23 @@ before the first task, as in FACIL).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch.nn.functional as F
 
 from hf_vitcl.methods.registry import register_method
 from hf_vitcl.methods.regularization import GradientImportanceTrainer
-from hf_vitcl.training.arguments import MethodConfig
+from hf_vitcl.training.arguments import NON_NEGATIVE, UNIT_INTERVAL, MethodConfig
 
 
 @dataclass
 class EWCConfig(MethodConfig):
+    ranges: ClassVar[dict[str, str]] = {"lamb": NON_NEGATIVE, "alpha": UNIT_INTERVAL}
     lamb: float = field(default=5000.0, metadata={"help": "EWC penalty weight λ (FACIL: 5000)."})
-    alpha: float = field(default=0.5, metadata={"help": "Fisher fusion: F ← α F_old + (1 − α) F_new."})
+    alpha: float = field(
+        default=0.5,
+        metadata={"help": "Fisher fusion: F ← α F_old + (1 − α) F_new."},
+    )
 
 
 @register_method

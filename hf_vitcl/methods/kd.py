@@ -14,18 +14,21 @@ current task's examples, and the distillation runs on all of it. The first task 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch.nn.functional as F
 
 from hf_vitcl.methods.lwf import LwFTrainer
 from hf_vitcl.methods.registry import register_method
-from hf_vitcl.training.arguments import MethodConfig
+from hf_vitcl.training.arguments import POSITIVE, MethodConfig
 
 
 @dataclass
 class KDConfig(MethodConfig):
+    ranges: ClassVar[dict[str, str]] = {"temperature": POSITIVE}
     temperature: float = field(
-        default=1.0, metadata={"help": "Distillation temperature T (DyTox's distillation_tau)."}
+        default=1.0,
+        metadata={"help": "Distillation temperature T (DyTox's distillation_tau)."},
     )
 
 

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 
 from hf_vitcl.methods.registry import register_method
-from hf_vitcl.training.arguments import MethodConfig
+from hf_vitcl.training.arguments import NON_NEGATIVE, POSITIVE, MethodConfig
 from hf_vitcl.training.trainer import ContinualTrainer
 
 
@@ -32,6 +33,7 @@ def distillation_loss(
 
 @dataclass
 class LwFConfig(MethodConfig):
+    ranges: ClassVar[dict[str, str]] = {"lamb": NON_NEGATIVE, "temperature": POSITIVE}
     lamb: float = field(default=1.0, metadata={"help": "Weight λ of the distillation loss."})
     temperature: float = field(default=2.0, metadata={"help": "Distillation temperature T."})
 

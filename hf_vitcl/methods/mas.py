@@ -10,16 +10,21 @@ project's spec use its square.)
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from hf_vitcl.methods.registry import register_method
 from hf_vitcl.methods.regularization import GradientImportanceTrainer
-from hf_vitcl.training.arguments import MethodConfig
+from hf_vitcl.training.arguments import NON_NEGATIVE, UNIT_INTERVAL, MethodConfig
 
 
 @dataclass
 class MASConfig(MethodConfig):
+    ranges: ClassVar[dict[str, str]] = {"lamb": NON_NEGATIVE, "alpha": UNIT_INTERVAL}
     lamb: float = field(default=1.0, metadata={"help": "MAS penalty weight λ."})
-    alpha: float = field(default=0.5, metadata={"help": "Importance fusion: Ω ← α Ω_old + (1 − α) Ω_new."})
+    alpha: float = field(
+        default=0.5,
+        metadata={"help": "Importance fusion: Ω ← α Ω_old + (1 − α) Ω_new."},
+    )
 
 
 @register_method

@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +34,7 @@ from hf_vitcl.attention import AttentionRecorder
 from hf_vitcl.errors import ConfigError
 from hf_vitcl.methods.lwf import LwFConfig, LwFTrainer
 from hf_vitcl.methods.registry import register_method
+from hf_vitcl.training.arguments import NON_NEGATIVE
 
 POOLS = ("height", "width", "spatial", "gap", "pixel")
 RECORDED = {"attention": "logits", "functional": "context"}
@@ -69,6 +71,7 @@ def pooled_distillation(
 
 @dataclass
 class PADConfig(LwFConfig):
+    ranges: ClassVar[dict[str, str]] = {"mu": NON_NEGATIVE, "adaptive_lambda": NON_NEGATIVE}
     target: str = field(
         default="attention",
         metadata={
@@ -87,6 +90,7 @@ class PADConfig(LwFConfig):
     )
 
     def __post_init__(self):
+        super().__post_init__()
         if self.target not in RECORDED:
             raise ConfigError(f"target='{self.target}' is unknown; valid: {', '.join(RECORDED)}")
         if self.pool not in POOLS:

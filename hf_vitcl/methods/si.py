@@ -12,16 +12,18 @@ one backward pass serves both (FACIL runs two).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 
 from hf_vitcl.methods.registry import register_method
 from hf_vitcl.methods.regularization import WeightPenaltyTrainer, backbone_parameters
-from hf_vitcl.training.arguments import MethodConfig
+from hf_vitcl.training.arguments import NON_NEGATIVE, POSITIVE, MethodConfig
 
 
 @dataclass
 class SIConfig(MethodConfig):
+    ranges: ClassVar[dict[str, str]] = {"c": NON_NEGATIVE, "damping": POSITIVE}
     c: float = field(default=0.1, metadata={"help": "Penalty weight c."})
     damping: float = field(default=0.1, metadata={"help": "Damping ξ of the importance denominator."})
 

@@ -17,44 +17,46 @@ ARCL's refinement shares).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 
 from hf_vitcl.data.stream import Task
-from hf_vitcl.errors import ConfigError
 from hf_vitcl.heads import ClassStatistics, GaussianAlignment, align_classifier, statistics_pass
 from hf_vitcl.methods.registry import register_method
 from hf_vitcl.models import pre_logit_features
-from hf_vitcl.training.arguments import MethodConfig
+from hf_vitcl.training.arguments import NON_NEGATIVE, POSITIVE, MethodConfig
 from hf_vitcl.training.trainer import ContinualTrainer
 
 
 @dataclass
 class SLCAConfig(MethodConfig):
+    ranges: ClassVar[dict[str, str]] = {
+        "backbone_lr_scale": NON_NEGATIVE,
+        "logit_norm": NON_NEGATIVE,
+        "ca_epochs": NON_NEGATIVE,
+        "ca_samples": POSITIVE,
+        "ca_learning_rate": POSITIVE,
+        "covariance_ridge": NON_NEGATIVE,
+    }
     backbone_lr_scale: float = field(
-        default=0.01, metadata={"help": "The backbone learns at learning_rate × this (0 freezes it)."}
+        default=0.01,
+        metadata={
+            "help": "The backbone learns at learning_rate × this (0 freezes it).",
+        },
     )
     ca_epochs: int = field(default=5, metadata={"help": "Epochs of classifier alignment (0: none)."})
     ca_samples: int = field(default=256, metadata={"help": "Features drawn per class and epoch (the batch)."})
     ca_learning_rate: float = field(default=0.01, metadata={"help": "SGD learning rate of the alignment."})
     logit_norm: float = field(
-        default=0.1, metadata={"help": "τ of the alignment's logit normalisation (0: plain cross-entropy)."}
+        default=0.1,
+        metadata={
+            "help": "τ of the alignment's logit normalisation (0: plain cross-entropy).",
+        },
     )
     covariance_ridge: float = field(
         default=1e-4, metadata={"help": "Added to each class covariance's diagonal."}
     )
-
-    def __post_init__(self):
-        if self.backbone_lr_scale < 0:
-            raise ConfigError(f"backbone_lr_scale={self.backbone_lr_scale} must be 0 or positive")
-        if self.ca_epochs < 0 or self.ca_samples < 1:
-            raise ConfigError(
-                f"ca_epochs={self.ca_epochs}, ca_samples={self.ca_samples}: need ca_epochs ≥ 0 and "
-                "ca_samples ≥ 1"
-            )
-        for name in ("ca_learning_rate", "logit_norm", "covariance_ridge"):
-            if getattr(self, name) < 0 or (name == "ca_learning_rate" and self.ca_learning_rate == 0):
-                raise ConfigError(f"{name}={getattr(self, name)} must be positive")
 
 
 @register_method

@@ -19,6 +19,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field, fields
 
+import torch
 from peft import PeftModel, get_peft_model
 from peft.utils.save_and_load import get_base_model_state_dict, get_peft_model_state_dict
 
@@ -48,6 +49,7 @@ class TaskIncrementalTrainer(ContinualTrainer):
     """Subclasses set `method_name`, `config_class` and `adapter_config_class` (a `TaskAdapterConfig`)."""
 
     config_class = TaskIncrementalConfig
+    in_task_state = ("trained_values",)
     supports_memory = False  # every task has its own adapter and head: nothing to replay
     scenarios = ("task-incremental",)  # one head per task: the task id must be known at test time
     adapter_config_class: type[TaskAdapterConfig]
@@ -68,6 +70,22 @@ class TaskIncrementalTrainer(ContinualTrainer):
             id2label=dict(enumerate(names)),
             base_model_name_or_path=self.base_model().config._name_or_path or None,
         )
+
+    @property
+    def trained_values(self) -> dict[str, torch.Tensor]:
+        """Every trainable parameter as it is: a Trainer checkpoint inside a task holds the adapter as it is
+        saved (mask scores as binary masks, not the scores training continues from; no base). Nothing before
+        the first adapter is added."""
+        if not isinstance(self.model, PeftModel):
+            return {}
+        return {name: p.detach().clone() for name, p in self.model.named_parameters() if p.requires_grad}
+
+    @trained_values.setter
+    def trained_values(self, values: dict[str, torch.Tensor]) -> None:
+        parameters = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for name, value in values.items():
+                parameters[name].copy_(value)
 
     def base_model(self):
         return self.model.get_base_model() if isinstance(self.model, PeftModel) else self.model

@@ -23,6 +23,7 @@ class HubPush(ContinualPlugin):
 
     def __init__(self, args, api: HfApi | None = None):
         self.pusher: TaskPusher | None = None
+        self.pushed: list[dict] = []  # the pushes an earlier, resumed part of the run recorded
         if args.process_index == 0:
             self.pusher = TaskPusher(
                 args.hub_model_id or Path(args.output_dir).absolute().name,
@@ -32,17 +33,29 @@ class HubPush(ContinualPlugin):
                 retry_seconds=args.hub_retry_seconds,
             )
 
+    def on_resume(self, trainer, result) -> None:
+        """Push again each task done that results.json does not record as pushed: a run stopped before its
+        uploads ended (or killed after a task's results.json) has not recorded them."""
+        self.pushed = [push for push in result.info.get("hub", {}).get("pushes", []) if push["error"] is None]
+        for task_index in sorted(set(range(result.tasks_done)) - {push["task"] for push in self.pushed}):
+            self.push(trainer, task_index, result)
+
     def on_save(self, trainer, task, result) -> None:
+        self.push(trainer, task.index, result)
+
+    def push(self, trainer, task_index: int, result) -> None:
         if self.pusher is not None:
-            files = task_push_files(result, trainer.args.output_dir, task.index, self.pusher.repo_id)
-            self.pusher.push(task.index, files, push_message(result, task.index))
+            files = task_push_files(result, trainer.args.output_dir, task_index, self.pusher.repo_id)
+            self.pusher.push(task_index, files, push_message(result, task_index))
 
     def on_fit_end(self, trainer, result) -> None:
         """Wait for the uploads; record them in `result` and in the saved results.json (which holds only the
         tasks done, also when a task failed)."""
         if self.pusher is None:
             return
-        result.info["hub"] = outcomes_info(self.pusher.repo_id, self.pusher.wait())
+        hub = outcomes_info(self.pusher.repo_id, self.pusher.wait())
+        hub["pushes"] = sorted(self.pushed + hub["pushes"], key=lambda push: push["task"])
+        result.info["hub"] = hub
         path = Path(results_path(trainer.args.output_dir))
         if path.is_file():
             saved = json.loads(path.read_text())

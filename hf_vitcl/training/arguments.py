@@ -4,6 +4,7 @@ base of every method's hyper-parameters."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from transformers import TrainingArguments
 
@@ -11,6 +12,14 @@ from hf_vitcl.errors import ConfigError
 from hf_vitcl.plugins.replay import SELECTIONS
 
 LOSS_SCOPES = ("current", "seen")
+NAN_POLICIES = ("stop", "skip")
+# The ranges a method config declares for its options (`ranges = {"lamb": NON_NEGATIVE}`).
+POSITIVE, NON_NEGATIVE, UNIT_INTERVAL = "> 0", "≥ 0", "in [0, 1]"
+RANGES = {
+    POSITIVE: lambda value: value > 0,
+    NON_NEGATIVE: lambda value: value >= 0,
+    UNIT_INTERVAL: lambda value: 0 <= value <= 1,
+}
 
 
 @dataclass
@@ -76,6 +85,14 @@ class ContinualTrainingArguments(TrainingArguments):
         default=10.0,
         metadata={"help": "push_to_hub: wait before the second attempt, doubled before each later one."},
     )
+    nan_policy: str = field(
+        default="stop",
+        metadata={
+            "help": "A non-finite loss or gradient: 'stop' ends the run with an error naming the task and "
+            "step (nothing of the task is saved); 'skip' leaves the step out (no parameter moves; the "
+            "learning-rate schedule goes on) and counts it in results.json (skipped_steps)."
+        },
+    )
     plugins: list[str] | None = field(
         default=None,
         metadata={
@@ -87,7 +104,10 @@ class ContinualTrainingArguments(TrainingArguments):
     save_strategy: str = "no"
 
     def __post_init__(self):
+        self.check_training_options()  # before the Trainer's own checks, which raise tracebacks
         super().__post_init__()
+        if self.nan_policy not in NAN_POLICIES:
+            raise ConfigError(f"nan_policy='{self.nan_policy}' is unknown; valid: {', '.join(NAN_POLICIES)}")
         if self.loss_scope not in LOSS_SCOPES:
             raise ConfigError(f"loss_scope='{self.loss_scope}' is unknown; valid: {', '.join(LOSS_SCOPES)}")
         for name in ("memory_size", "attention_distance_images", "attention_drift_images"):
@@ -111,7 +131,48 @@ class ContinualTrainingArguments(TrainingArguments):
                 f"memory_selection='{self.memory_selection}' is unknown; valid: {', '.join(SELECTIONS)}"
             )
 
+    def check_training_options(self) -> None:
+        """A `ConfigError` naming the first Trainer option that cannot train anything sensible."""
+        for name in (
+            "per_device_train_batch_size",
+            "per_device_eval_batch_size",
+            "gradient_accumulation_steps",
+        ):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)} must be at least 1")
+        if not self.learning_rate >= 0:
+            raise ConfigError(f"learning_rate={self.learning_rate} must be 0 or positive")
+        if self.seed < 0:
+            raise ConfigError(f"seed={self.seed} must be 0 or positive")
+        if self.max_steps < -1:
+            raise ConfigError(
+                f"max_steps={self.max_steps}: give the optimizer steps per task (> 0), or -1 to train "
+                "num_train_epochs"
+            )
+        if self.max_steps <= 0 and not self.num_train_epochs > 0:
+            raise ConfigError(
+                f"num_train_epochs={self.num_train_epochs} with no max_steps trains nothing: give epochs "
+                "per task > 0, or max_steps > 0"
+            )
+
 
 @dataclass
 class MethodConfig:
-    """Hyper-parameters of a method; subclasses add fields with `metadata={"help": ...}`."""
+    """Hyper-parameters of a method; subclasses add fields with `metadata={"help": ...}` and declare the
+    range of each numeric option in `ranges` ({option: POSITIVE, NON_NEGATIVE or UNIT_INTERVAL}, merged with
+    the base classes'), checked when the config is made. A subclass's own `__post_init__` calls this one."""
+
+    ranges: ClassVar[dict[str, str]] = {}
+
+    def __post_init__(self):
+        ranges = {
+            name: bound
+            for cls in reversed(type(self).__mro__)
+            for name, bound in vars(cls).get("ranges", {}).items()
+        }
+        for name, bound in ranges.items():
+            value = getattr(self, name)
+            if value is not None and not all(
+                RANGES[bound](item) for item in (value if isinstance(value, list) else [value])
+            ):
+                raise ConfigError(f"{name}={value} must be {bound}")

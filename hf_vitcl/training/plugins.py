@@ -4,6 +4,8 @@ your own) sees of a continual run.
 A plugin reacts to the task loop's events, in this order for every task t:
 
     check(trainer, stream)                    once, before anything is trained or written
+    on_resume(trainer, result)                once, when --resume restored a run with tasks done, after the
+                                              states are loaded (`result` holds the tasks done)
     task_train_dataset(trainer, task, data)   the task's training set, before the method's begin_task
     on_task_begin(trainer, task)              after the method's begin_task, before training
     on_task_end(trainer, task, result)        after the method's end_task, before evaluation
@@ -42,6 +44,9 @@ class ContinualPlugin:
     def task_train_dataset(self, trainer, task: Task, dataset):
         """What `task` trains on, given what the method and the earlier plugins chose."""
         return dataset
+
+    def on_resume(self, trainer, result: ContinualResult) -> None:
+        pass
 
     def on_task_begin(self, trainer, task: Task) -> None:
         pass

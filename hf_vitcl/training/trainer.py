@@ -10,8 +10,13 @@ Per task t:
    complete Trainer checkpoint);
 3. a second phase seed; `end_task`; every seen task is evaluated (task-aware and task-agnostic accuracy,
    gathered over all processes by `Trainer.predict`);
-4. `task-<t>/` and the run state are saved (`hf_vitcl.training.resume`); the plugins write results.json,
-   plots and cards, and push.
+4. `task-<t>/` and the run state are saved (`hf_vitcl.training.resume`); the plugins write the card and
+   plots, then results.json, and push.
+
+The whole loop holds the output folder (`resume.claim_output_dir`: a lock, and the old run set aside under
+overwrite_results). A non-finite loss or gradient stops the run naming the task and step (`nan_policy`
+skip: the step is left out), and the weights and the run state are checked before anything of a task is
+saved (`DivergenceError`).
 
 Gradient accumulation: the loss (cross-entropy + extra terms, each a mean over the micro-batch) is divided
 by the accumulation steps (`model_accepts_loss_kwargs = False`), so extra terms weigh the same whatever the
@@ -20,6 +25,7 @@ accumulation.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
@@ -34,6 +40,7 @@ from transformers import Trainer, TrainerCallback, set_seed
 
 from hf_vitcl.checkpoints import (
     IN_TASK_STATE_FILE,
+    RUN_STATE_DIR,
     load_saved_weights,
     results_path,
     run_state_path,
@@ -41,7 +48,7 @@ from hf_vitcl.checkpoints import (
     training_checkpoints_dir,
 )
 from hf_vitcl.data.stream import Task, TaskStream
-from hf_vitcl.errors import ConfigError
+from hf_vitcl.errors import ConfigError, DivergenceError
 from hf_vitcl.evaluation.results import ContinualResult
 from hf_vitcl.models import FAMILY_NAMES, check_model_fits, model_family
 from hf_vitcl.plugins import builtin_plugins
@@ -50,6 +57,8 @@ from hf_vitcl.training.arguments import ContinualTrainingArguments, MethodConfig
 from hf_vitcl.training.hooks import MethodHooks
 from hf_vitcl.training.optimization import StepScaler, scaled_parameter_groups
 from hf_vitcl.training.plugins import ContinualPlugin, plugin_from_path
+
+logger = logging.getLogger(__name__)
 
 
 def peak_memory_mb(device: torch.device) -> float | None:
@@ -75,7 +84,8 @@ class _TaskLoopCallback(TrainerCallback):
         self.trainer.set_training_epoch(int(state.epoch or 0))
 
     def on_optimizer_step(self, args, state, control, **kwargs):
-        self.trainer.after_optimizer_step()
+        if not self.trainer.step_skipped:
+            self.trainer.after_optimizer_step()
 
 
 class ContinualTrainer(MethodHooks, Trainer):
@@ -118,6 +128,9 @@ class ContinualTrainer(MethodHooks, Trainer):
         self.task: Task | None = None
         self.classes_seen = 0
         self.step_scaler: StepScaler | None = None
+        self.nonfinite_loss = False  # a micro-batch of the current optimizer step had a non-finite loss
+        self.step_skipped = False
+        self.skipped_steps = 0
         self.add_callback(_TaskLoopCallback(self))
 
     # the loss and the step
@@ -144,12 +157,48 @@ class ContinualTrainer(MethodHooks, Trainer):
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
+        self.nonfinite_loss |= not bool(torch.isfinite(loss))  # the Trainer's NaN filter syncs here too
         self.after_backward()
         if self.accelerator.sync_gradients:  # the step's gradients are complete, not yet clipped
-            scales = self.before_optimizer_step()
-            if scales:
-                self.step_scaler.scales = scales
+            self.step_skipped = not self.step_is_finite()
+            self.nonfinite_loss = False
+            if self.step_skipped:
+                self.skip_step()
+            else:
+                scales = self.before_optimizer_step()
+                if scales:
+                    self.step_scaler.scales = scales
         return loss
+
+    def step_is_finite(self) -> bool:
+        """Whether the step's losses, and its gradients, are finite on every process. Under fp16 the loss
+        scaler skips the steps whose gradients overflow, so only the loss counts there."""
+        finite = not self.nonfinite_loss
+        grads = [p.grad.detach() for p in self.model.parameters() if p.grad is not None]
+        if finite and grads and self.accelerator.scaler is None:
+            norms = torch.stack([torch.linalg.vector_norm(grad.float()) for grad in grads])
+            finite = bool(torch.isfinite(torch.linalg.vector_norm(norms)))
+        if self.accelerator.num_processes > 1:
+            failed = torch.tensor(float(not finite), device=self.args.device)
+            finite = not bool(self.accelerator.reduce(failed, "sum"))
+        return finite
+
+    def skip_step(self) -> None:
+        """`nan_policy` skip: the optimizer leaves every parameter (and its state) as it is, because no
+        parameter has a gradient; stop: a `DivergenceError` naming the task and the step."""
+        step = self.state.global_step + 1
+        if self.args.nan_policy == "stop":
+            done = f"task-{self.task.index - 1}/ and results.json hold the run up to the task before"
+            raise DivergenceError(
+                f"task {self.task.index}, step {step}: the loss or its gradient is not finite (nan or inf), "
+                f"so training diverged; nothing of task {self.task.index} was saved"
+                + (f" ({done})" if self.task.index > 0 else "")
+                + ". Lower learning_rate or check the method's options; nan_policy skip leaves such steps out"
+            )
+        logger.warning("task %d, step %d: non-finite loss or gradient, step skipped", self.task.index, step)
+        self.skipped_steps += 1
+        for param in self.model.parameters():
+            param.grad = None
 
     def create_optimizer(self, model=None):
         """The Trainer's optimizer, in parameter groups by `learning_rate_scale` when a method scales any,
@@ -187,18 +236,21 @@ class ContinualTrainer(MethodHooks, Trainer):
         result = ContinualResult.empty(
             len(stream), stream.scenario, resume.describe_run(self, stream, run_config)
         )
-        first = 0
-        if self.args.resume and os.path.exists(results_path(self.args.output_dir)):
-            result, first = resume.restore_run(self, stream, result)
-        started = time.perf_counter() - result.info.get("wall_seconds", 0.0)
-        try:
-            for task in stream.tasks[first:]:
-                self.train_task(task, result, resuming=self.args.resume and task.index == first)
-                result.info["wall_seconds"] = time.perf_counter() - started
-                self.save_task(task, result)
-        finally:
-            for plugin in reversed(self.plugins):
-                plugin.on_fit_end(self, result)
+        with resume.claim_output_dir(self):
+            try:
+                first = 0
+                if self.args.resume and os.path.exists(results_path(self.args.output_dir)):
+                    result, first = resume.restore_run(self, stream, result)
+                    if first:
+                        self._dispatch("on_resume", result)
+                started = time.perf_counter() - result.info.get("wall_seconds", 0.0)
+                for task in stream.tasks[first:]:
+                    self.train_task(task, result, resuming=self.args.resume and task.index == first)
+                    result.info["wall_seconds"] = time.perf_counter() - started
+                    self.save_task(task, result)
+            finally:
+                for plugin in reversed(self.plugins):
+                    plugin.on_fit_end(self, result)
         return result
 
     def check_run(self, stream: TaskStream) -> None:
@@ -247,6 +299,7 @@ class ContinualTrainer(MethodHooks, Trainer):
         # A new optimizer and DDP wrapper per task: both must see the grown head (and new parameters).
         self.optimizer, self.lr_scheduler = None, None
         self.model_wrapped = self.model
+        self.skipped_steps = 0
         self.begin_task(task)
         self._dispatch("on_task_begin", task)
         checkpoint = None
@@ -254,15 +307,14 @@ class ContinualTrainer(MethodHooks, Trainer):
             checkpoint = resume.last_complete_checkpoint(
                 training_checkpoints_dir(self.args.output_dir, task.index)
             )
-        if checkpoint is not None:
-            state = resume.load_state(os.path.join(checkpoint, IN_TASK_STATE_FILE), self.args.device)
-            self.load_method_state(self.in_task_state, state)
         if any(param.requires_grad for param in self.model.parameters()):  # a closed-form method trains none
             self.train(resume_from_checkpoint=checkpoint)
         self.model_wrapped = self.model  # hooks and evaluation see the plain model, not the wrapper
+        self.check_finite_weights(task, "after training")
         set_seed(resume.phase_seed(self.args.seed, task.index, 1))
         self.end_task(task)
         self._dispatch("on_task_end", task, result)
+        self.check_finite_weights(task, "after the task's end (end_task and the plugins)")
         result.record(task.index, *self.evaluate_seen_tasks(task.index))
         self._dispatch("on_evaluate", task, result)
         for key, value in (
@@ -271,8 +323,18 @@ class ContinualTrainer(MethodHooks, Trainer):
         ):
             if value is not None:
                 result.info.setdefault(key, []).append(value)
+        result.info.setdefault("skipped_steps", []).append(self.skipped_steps)
         result.info["task_seconds"].append(time.perf_counter() - task_started)
         result.info.setdefault("peak_memory_mb", []).append(peak_memory_mb(self.args.device))
+
+    def check_finite_weights(self, task: Task, when: str) -> None:
+        """A `DivergenceError` naming the first non-finite parameter: no checkpoint or result comes of it."""
+        for name, param in self.model.named_parameters():
+            if not bool(torch.isfinite(param).all()):
+                raise DivergenceError(
+                    f"task {task.index}: parameter {name} is not finite (nan or inf) {when}; nothing of task "
+                    f"{task.index} was saved. Lower learning_rate or check the method's options"
+                )
 
     def evaluate_seen_tasks(self, last: int) -> tuple[list[float], list[float], list[int]]:
         """Task-aware and task-agnostic accuracy (%) on the test sets of tasks 0..last, and their sizes."""
@@ -285,14 +347,26 @@ class ContinualTrainer(MethodHooks, Trainer):
         outputs write results.json, the commit point, first); then what the run no longer needs goes."""
         output_dir = self.args.output_dir
         if self.args.save_task_checkpoints:
+            state = resume.run_state(self) if self.is_world_process_zero() else None
+            if state is not None and (key := resume.first_nonfinite(state)) is not None:
+                raise DivergenceError(
+                    f"task {task.index}: the run state's {key} is not finite (nan or inf); nothing of task "
+                    f"{task.index} was saved"
+                )
             folder = task_dir(output_dir, task.index)
             self.save_task_checkpoint(task, folder)
-            if self.is_world_process_zero():
+            if state is not None:
                 state_path = run_state_path(output_dir, task.index)
-                resume.save_state(state_path, resume.run_state(self))
+                resume.save_state(state_path, state)
                 base = self.checkpoint_info().get("base")  # the adapters' frozen base
                 saved = [folder, state_path] + ([os.path.join(output_dir, base)] if base else [])
-                result.info["resume_files"] = resume.file_digests(output_dir, saved)
+                # every task's checkpoint stays listed: a resume may read any of them (task adapters)
+                earlier = {
+                    path: digest
+                    for path, digest in result.info.get("resume_files", {}).items()
+                    if not path.startswith(f"{RUN_STATE_DIR}/")
+                }
+                result.info["resume_files"] = {**earlier, **resume.file_digests(output_dir, saved)}
         self._dispatch("on_save", task, result)
         if self.is_world_process_zero():
             if task.index > 0:
@@ -322,14 +396,18 @@ class ContinualTrainer(MethodHooks, Trainer):
         return training_checkpoints_dir(self.args.output_dir, self.task.index)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
-        """Load a Trainer checkpoint's weights through `from_pretrained`, which maps the names the weights
-        are saved under (transformers 5 writes ViT's 4.x names) to the model's. The Trainer's own loader
-        matches the raw names non-strictly, and silently leaves a ViT's encoder as it was."""
+        """Load a Trainer checkpoint's weights, then the method's `in_task_state` saved with them (which may
+        hold exact values of what the weights file keeps only in part). Full models load through
+        `from_pretrained`, which maps the names the weights are saved under (transformers 5 writes ViT's 4.x
+        names) to the model's: the Trainer's own loader matches the raw names non-strictly, and silently
+        leaves a ViT's encoder as it was."""
         model = self.model if model is None else model
         if isinstance(model, PeftModel):  # adapters are saved under the model's own names
             super()._load_from_checkpoint(resume_from_checkpoint, model)
-            return
-        load_saved_weights(model, resume_from_checkpoint)
+        else:
+            load_saved_weights(model, resume_from_checkpoint)
+        state = resume.load_state(os.path.join(resume_from_checkpoint, IN_TASK_STATE_FILE), self.args.device)
+        self.load_method_state(self.in_task_state, state)
 
     def _save_checkpoint(self, model, trial) -> None:
         """The Trainer's checkpoint, then the method's `in_task_state`, written last: it marks the checkpoint
