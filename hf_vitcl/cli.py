@@ -319,8 +319,6 @@ def build_stream(data: DataArguments, seed: int) -> TaskStream | DomainStream:
         return TaskStream.from_benchmark(
             data.benchmark, dataset=data.dataset, streaming=data.streaming, **kwargs
         )
-    if data.n_tasks is None and data.classes_per_task is None and data.initial_classes is None:
-        raise ConfigError("n_tasks: a dataset without a benchmark needs n_tasks or classes_per_task")
     return TaskStream.from_hub(
         data.dataset,
         streaming=data.streaming,

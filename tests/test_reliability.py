@@ -15,6 +15,7 @@ from runs import Crash, CrashAtTask, command, saved
 from hf_vitcl import DivergenceError, FinetuneTrainer, TaskStream, load_task_model
 from hf_vitcl.cli import main
 from hf_vitcl.data import Augmentation
+from hf_vitcl.evaluation.results import UMASK
 
 
 def error_of(args) -> str:
@@ -151,6 +152,21 @@ def test_an_interrupted_overwrite_leaves_no_run_to_resume_and_no_stale_folders(t
 class CrashAtFirstTask(CrashAtTask):
     def __init__(self):
         super().__init__(0)
+
+
+# files a run writes: the umask's mode, not the temporary file's 0600
+
+
+def test_saved_files_get_the_mode_the_umask_gives(tiny_folder, tmp_path):
+    output_dir = tmp_path / "run"
+    main(command(tiny_folder, output_dir, n_tasks=2, max_steps=2))
+    for name in ("results.json", "task-1/model.safetensors", "run_state/task-1.safetensors"):
+        assert (output_dir / name).stat().st_mode & 0o777 == 0o666 & ~UMASK, name
+
+
+def test_a_dataset_error_comes_before_a_missing_n_tasks(tmp_path):
+    message = error_of(["--dataset", tmp_path / "missing", "--output_dir", tmp_path / "run"])
+    assert f"dataset '{tmp_path / 'missing'}'" in message and "n_tasks" not in message
 
 
 # 4. one run per output folder

@@ -86,7 +86,10 @@ def split_classes(
         base, extra = divmod(num_classes, n_tasks)
         return [base + (t < extra) for t in range(n_tasks)]
     if classes_per_task is None and initial_classes is None:
-        raise ConfigError("give n_tasks, or classes_per_task (with optional initial_classes)")
+        raise ConfigError(
+            f"n_tasks: give n_tasks, or classes_per_task (with optional initial_classes), to cut the "
+            f"{num_classes} classes into tasks"
+        )
     first_field, first = (
         ("classes_per_task", classes_per_task)
         if initial_classes is None

@@ -9,6 +9,7 @@ import platform
 import tempfile
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 import numpy as np
 
@@ -40,6 +41,20 @@ def to_jsonable(value):
     return value
 
 
+# The process's umask, read once at import (reading it means setting it, which is not thread-safe).
+UMASK = os.umask(0o022)
+os.umask(UMASK)
+
+
+def set_default_mode(*paths: str | os.PathLike) -> None:
+    """Give each file (every file under a folder) the mode a plain `open` gives it, 0o666 minus the umask:
+    temporary files and safetensors' files are created readable by their owner only."""
+    for path in paths:
+        files = [p for p in Path(path).rglob("*") if p.is_file()] if os.path.isdir(path) else [Path(path)]
+        for file in files:
+            file.chmod(0o666 & ~UMASK)
+
+
 def write_json_atomic(path: str, data: dict) -> None:
     """Write `data` to `path` through a temporary file and a rename, so a reader never sees half a file."""
     directory = os.path.dirname(os.path.abspath(path))
@@ -47,6 +62,7 @@ def write_json_atomic(path: str, data: dict) -> None:
     with tempfile.NamedTemporaryFile("w", dir=directory, suffix=".tmp", delete=False) as handle:
         json.dump(to_jsonable(data), handle, indent=2)
         temporary = handle.name
+    set_default_mode(temporary)
     os.replace(temporary, path)
 
 

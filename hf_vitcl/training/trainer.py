@@ -49,7 +49,7 @@ from hf_vitcl.checkpoints import (
 )
 from hf_vitcl.data.stream import Task, TaskStream
 from hf_vitcl.errors import ConfigError, DivergenceError
-from hf_vitcl.evaluation.results import ContinualResult
+from hf_vitcl.evaluation.results import ContinualResult, set_default_mode
 from hf_vitcl.models import FAMILY_NAMES, check_model_fits, model_family
 from hf_vitcl.plugins import builtin_plugins
 from hf_vitcl.training import resume
@@ -360,6 +360,7 @@ class ContinualTrainer(MethodHooks, Trainer):
                 resume.save_state(state_path, state)
                 base = self.checkpoint_info().get("base")  # the adapters' frozen base
                 saved = [folder, state_path] + ([os.path.join(output_dir, base)] if base else [])
+                set_default_mode(*saved)
                 # every task's checkpoint stays listed: a resume may read any of them (task adapters)
                 earlier = {
                     path: digest
