@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -72,6 +73,7 @@ RESUME_MAY_CHANGE = {
     "model.config.transformers_version",
 }
 CHECKPOINT = re.compile(r"checkpoint-(\d+)")
+logger = logging.getLogger(__name__)
 LAYOUT_KEY = "hf_vitcl.layout"
 
 
@@ -234,10 +236,10 @@ def set_aside_previous_run(output_dir: str) -> None:
     aside.mkdir()
     for name in entries:
         os.replace(Path(output_dir, name), aside / name)
-    print(
-        f"overwrite_results: the run in '{output_dir}' was moved to {aside}; it is deleted once this run "
-        "saves its first task",
-        file=sys.stderr,
+    logger.warning(
+        "overwrite_results: the run in '%s' was moved to %s; it is deleted once this run saves a task",
+        output_dir,
+        aside,
     )
 
 
