@@ -220,7 +220,7 @@ def test_prompt_methods_refuse_swin_and_options_that_do_not_fit_before_wrapping(
         get_peft_model(tiny_vit(), DualPromptConfig(num_classes=2))
     with pytest.raises(ConfigError, match="top_k at most pool_size"):
         L2PMethodConfig(pool_size=3, top_k=5)
-    with pytest.raises(ConfigError, match="surrogate_weight=-1.0 must be 0 or positive"):
+    with pytest.raises(ConfigError, match="surrogate_weight=-1.0 must be ≥ 0"):
         DualPromptMethodConfig(surrogate_weight=-1.0)
     with pytest.raises(ConfigError, match="a G- or an E-prompt, not both"):
         DualPromptMethodConfig(g_layers=[0, 1], e_layers=[1, 2])

@@ -7,25 +7,23 @@ task's classes + μ · the orthogonality penalty, μ = 0 in the authors' scripts
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from hf_vitcl.adapters import CODAPromptConfig, CODAPromptOptions
-from hf_vitcl.methods.prompting import PromptTrainer, check_weight
+from hf_vitcl.methods.prompting import PromptTrainer
 from hf_vitcl.methods.registry import register_method
-from hf_vitcl.training.arguments import MethodConfig
+from hf_vitcl.training.arguments import NON_NEGATIVE, MethodConfig
 
 
 @dataclass
 class CODAPromptMethodConfig(CODAPromptOptions, MethodConfig):
+    ranges: ClassVar[dict[str, str]] = {"orthogonality_weight": NON_NEGATIVE}
     orthogonality_weight: float = field(
         default=0.0,
         metadata={
             "help": "μ, weight of the orthogonality penalty on components, keys and attention (ortho_mu)."
         },
     )
-
-    def __post_init__(self):
-        super().__post_init__()
-        check_weight("orthogonality_weight", self.orthogonality_weight)
 
 
 @register_method

@@ -6,23 +6,21 @@ takes the E-prompt whose key best matches its query. Training loss: CE over the 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from hf_vitcl.adapters import DualPromptConfig, DualPromptOptions
-from hf_vitcl.methods.prompting import PromptTrainer, check_weight
+from hf_vitcl.methods.prompting import PromptTrainer
 from hf_vitcl.methods.registry import register_method
-from hf_vitcl.training.arguments import MethodConfig
+from hf_vitcl.training.arguments import NON_NEGATIVE, MethodConfig
 
 
 @dataclass
 class DualPromptMethodConfig(DualPromptOptions, MethodConfig):
+    ranges: ClassVar[dict[str, str]] = {"surrogate_weight": NON_NEGATIVE}
     surrogate_weight: float = field(
         default=1.0,
         metadata={"help": "λ, weight of the surrogate loss that pulls task t's key to the query."},
     )
-
-    def __post_init__(self):
-        super().__post_init__()
-        check_weight("surrogate_weight", self.surrogate_weight)
 
 
 @register_method

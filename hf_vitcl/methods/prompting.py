@@ -34,11 +34,6 @@ from hf_vitcl.training.trainer import ContinualTrainer
 ADAPTER_NAME = "default"
 
 
-def check_weight(name: str, value: float) -> None:
-    if not value >= 0:
-        raise ConfigError(f"{name}={value} must be 0 or positive")
-
-
 class PromptTrainer(ContinualTrainer):
     """Subclasses set `method_name`, `config_class`, `adapter_config_class` (a `PromptConfig`) and
     `auxiliary_option`, the method option that weighs the adapter's auxiliary loss."""
